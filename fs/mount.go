@@ -1,0 +1,93 @@
+package fs
+
+import (
+	"fmt"
+	"log"
+	"os"
+	"time"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/lockfs/lockfs/semaphores"
+)
+
+// FilesystemType is the FUSE subtype: mounts show as "fuse.lockfs" in
+// /proc/self/mountinfo, which is how `lockfs locks` finds them.
+const FilesystemType = "lockfs"
+
+// MountConfig describes one mount.
+type MountConfig struct {
+	// Mountpoint is the directory to mount on; it must exist.
+	Mountpoint string
+	// Source is the backend name shown as the mount's source ("mem").
+	Source string
+	// Engine serves the locks.
+	Engine semaphores.Engine
+	// AllowOther lets other users use the mount (FUSE allow_other).
+	AllowOther bool
+	// NoDefaultPermissions turns off kernel permission checking
+	// (default_permissions, on by default so that file modes are
+	// enforced as on tmpfs).
+	NoDefaultPermissions bool
+	// Debug logs every FUSE request through Logger.
+	Debug bool
+	// Logger receives go-fuse's own messages; nil: the standard logger.
+	Logger *log.Logger
+	// PanicHandler turns a panic in a request handler into an errno; go-
+	// fuse's default prints a stack trace and answers EIO.
+	PanicHandler func(any) fuse.Status
+}
+
+// Mounted is a live mount.
+type Mounted struct {
+	*fuse.Server
+	FS *FS
+}
+
+// attrTimeout is how long the kernel may cache entries and attributes.
+// Every change to the tree goes through the kernel, which invalidates
+// what it changes, so caching is coherent; nodes whose content changes
+// behind the kernel's back set their own zero timeout.
+const attrTimeout = time.Second
+
+// Mount mounts the namespace fsys at cfg.Mountpoint and starts serving
+// it. The kernel forwards every lock request to lockfs (EnableLocks, R1);
+// requests are served concurrently (never SingleThreaded, no inflight
+// byte cap: a blocked SETLKW must not stop the unlock that frees it, G4).
+func Mount(fsys *FS, cfg MountConfig) (*Mounted, error) {
+	if cfg.Engine == nil {
+		return nil, fmt.Errorf("lockfs: no lock engine")
+	}
+	mo := fuse.MountOptions{
+		FsName:       cfg.Source,
+		Name:         FilesystemType,
+		EnableLocks:  true,
+		AllowOther:   cfg.AllowOther,
+		DirectMount:  os.Geteuid() == 0,
+		Debug:        cfg.Debug,
+		Logger:       cfg.Logger,
+		PanicHandler: cfg.PanicHandler,
+	}
+	if !cfg.NoDefaultPermissions {
+		mo.Options = append(mo.Options, "default_permissions")
+	}
+	timeout := attrTimeout
+	raw := gofs.NewNodeFS(fsys.Root(), &gofs.Options{
+		MountOptions:    mo,
+		EntryTimeout:    &timeout,
+		AttrTimeout:     &timeout,
+		NullPermissions: true, // a mode of 000 stays 000
+		ExternalNodeID:  true, // NodeId == our inode number
+	})
+	srv, err := fuse.NewServer(&lockRaw{RawFileSystem: raw, fsys: fsys, eng: cfg.Engine}, cfg.Mountpoint, &mo)
+	if err != nil {
+		return nil, err
+	}
+	go srv.Serve()
+	if err := srv.WaitMount(); err != nil {
+		_ = srv.Unmount()
+		return nil, err
+	}
+	return &Mounted{Server: srv, FS: fsys}, nil
+}

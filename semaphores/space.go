@@ -1,0 +1,237 @@
+package semaphores
+
+import "time"
+
+// record is one applied lock, like the kernel's struct file_lock.
+// All fields are guarded by the owning file's mutex.
+type record struct {
+	holder *holder
+	typ    LockType
+	start  uint64
+	end    uint64
+	pid    uint32 // lk.pid of the request that created the record (R16)
+	uid    uint32
+	fh     uint64 // description it was taken through (R12)
+	since  time.Time
+	// blocked lists the waiters whose first conflict is this record, in
+	// arrival order. They are re-examined whenever the record is removed,
+	// trimmed, split or converted, as the kernel wakes fl_blocked_requests.
+	blocked waitList
+}
+
+func (r *record) lock() Lock {
+	return Lock{
+		Owner: r.holder.owner,
+		Fh:    r.fh,
+		Class: r.holder.class(),
+		Type:  r.typ,
+		Start: r.start,
+		End:   r.end,
+		Pid:   r.pid,
+		Uid:   r.uid,
+		Since: r.since,
+	}
+}
+
+// holder is one owner's records in one space of one file. The records
+// are sorted by start and never overlap; records of the same type never
+// touch (they are merged, R14).
+type holder struct {
+	space *space
+	owner uint64
+	ofd   bool
+	recs  []*record
+	// prev and next keep holders in the kernel's list order: an owner is
+	// appended at the tail when it gets its first record, and keeps its
+	// place while it holds any (R15).
+	prev, next *holder
+}
+
+func (h *holder) class() Class {
+	switch {
+	case h.space.kind == SpaceFlock:
+		return ClassFlock
+	case h.ofd:
+		return ClassOFD
+	}
+	return ClassPOSIX
+}
+
+// poller is an owner that was refused a non-blocking request (or whose
+// blocking wait was interrupted) and has not been granted since: the
+// fasteners/oslo pattern of retrying F_SETLK every 10–100 ms.
+type poller struct {
+	req      Request
+	since    time.Time
+	attempts int
+}
+
+// space is one lock space of a file (R26).
+type space struct {
+	kind       Space
+	head, tail *holder
+	nholders   int
+	// byOwner indexes holders once there are many of them, so that a
+	// lock call stays cheap with thousands of owners on one file.
+	byOwner map[uint64]*holder
+	writers int // number of write records: read requests skip the scan when 0
+	// queue holds every blocked waiter in arrival order.
+	queue   waitList
+	pollers map[uint64]*poller
+}
+
+const holderIndexThreshold = 8
+
+func (sp *space) init(kind Space) {
+	sp.kind = kind
+	sp.queue.queue = true
+}
+
+func (sp *space) empty() bool {
+	return sp.head == nil && sp.queue.head == nil && len(sp.pollers) == 0
+}
+
+func (sp *space) holder(owner uint64) *holder {
+	if sp.byOwner != nil {
+		return sp.byOwner[owner]
+	}
+	for h := sp.head; h != nil; h = h.next {
+		if h.owner == owner {
+			return h
+		}
+	}
+	return nil
+}
+
+// addHolder appends a new, empty holder at the tail of the list.
+func (sp *space) addHolder(owner uint64, ofd bool) *holder {
+	h := &holder{space: sp, owner: owner, ofd: ofd, prev: sp.tail}
+	if sp.tail != nil {
+		sp.tail.next = h
+	} else {
+		sp.head = h
+	}
+	sp.tail = h
+	sp.nholders++
+	if sp.byOwner != nil {
+		sp.byOwner[owner] = h
+	} else if sp.nholders > holderIndexThreshold {
+		sp.byOwner = make(map[uint64]*holder, sp.nholders*2)
+		for x := sp.head; x != nil; x = x.next {
+			sp.byOwner[x.owner] = x
+		}
+	}
+	return h
+}
+
+// dropHolder unlinks a holder that has no records left.
+func (sp *space) dropHolder(h *holder) {
+	if h.prev != nil {
+		h.prev.next = h.next
+	} else {
+		sp.head = h.next
+	}
+	if h.next != nil {
+		h.next.prev = h.prev
+	} else {
+		sp.tail = h.prev
+	}
+	h.prev, h.next = nil, nil
+	sp.nholders--
+	if sp.byOwner != nil {
+		delete(sp.byOwner, h.owner)
+		if sp.nholders == 0 {
+			sp.byOwner = nil
+		}
+	}
+}
+
+func overlaps(aStart, aEnd, bStart, bEnd uint64) bool {
+	return aEnd >= bStart && bEnd >= aStart
+}
+
+// firstOverlap returns the first record of h overlapping [start, end].
+func (h *holder) firstOverlap(start, end uint64) *record {
+	// Records are sorted and disjoint: find the first whose end ≥ start.
+	lo, hi := 0, len(h.recs)
+	for lo < hi {
+		m := int(uint(lo+hi) >> 1)
+		if h.recs[m].end < start {
+			lo = m + 1
+		} else {
+			hi = m
+		}
+	}
+	if lo < len(h.recs) && h.recs[lo].start <= end {
+		return h.recs[lo]
+	}
+	return nil
+}
+
+// firstConflict returns the first applied record, in kernel order (R15),
+// that conflicts with req (R13, R26), or nil.
+func (sp *space) firstConflict(req *Request) *record {
+	if req.Type == ReadLock && sp.writers == 0 {
+		return nil
+	}
+	for h := sp.head; h != nil; h = h.next {
+		if h.owner == req.Owner {
+			continue
+		}
+		if sp.kind == SpaceFlock {
+			r := h.recs[0]
+			if r.typ == WriteLock || req.Type == WriteLock {
+				return r
+			}
+			continue
+		}
+		if req.Type == WriteLock {
+			if r := h.firstOverlap(req.Start, req.End); r != nil {
+				return r
+			}
+			continue
+		}
+		// A read request conflicts only with write records.
+		for r := h.firstOverlap(req.Start, req.End); r != nil; {
+			if r.typ == WriteLock {
+				return r
+			}
+			i := h.index(r) + 1
+			if i >= len(h.recs) || h.recs[i].start > req.End {
+				break
+			}
+			r = h.recs[i]
+		}
+	}
+	return nil
+}
+
+// firstOwnOverlap answers F_OFD_GETLK(F_UNLCK) (R23): the first record of
+// req.Owner overlapping the range.
+func (sp *space) firstOwnOverlap(req *Request) *record {
+	h := sp.holder(req.Owner)
+	if h == nil {
+		return nil
+	}
+	return h.firstOverlap(req.Start, req.End)
+}
+
+func (h *holder) index(r *record) int {
+	lo, hi := 0, len(h.recs)
+	for lo < hi {
+		m := int(uint(lo+hi) >> 1)
+		if h.recs[m].start < r.start {
+			lo = m + 1
+		} else {
+			hi = m
+		}
+	}
+	return lo
+}
+
+// covers reports whether h already holds [start, end] with type typ, so
+// that the request would change nothing.
+func (h *holder) covers(typ LockType, start, end uint64) bool {
+	r := h.firstOverlap(start, end)
+	return r != nil && r.typ == typ && r.start <= start && r.end >= end
+}

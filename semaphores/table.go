@@ -1,0 +1,345 @@
+package semaphores
+
+import (
+	"context"
+	"sync"
+	"time"
+)
+
+// Engine is what the filesystem needs from a lock backend. Table is the
+// in-memory implementation; a distributed backend must give the same
+// answers for the same sequence of calls.
+type Engine interface {
+	Getlk(req Request) (Lock, error)
+	Setlk(req Request) error
+	Setlkw(ctx context.Context, req Request) error
+	Flush(node, owner uint64)
+	Release(rel ReleaseRequest)
+	Snapshot() Snapshot
+}
+
+var _ Engine = (*Table)(nil)
+
+// Options configure a Table. The zero value is usable.
+type Options struct {
+	// Observer receives every audit event. nil discards them.
+	Observer Observer
+	// Now returns the current time; nil means time.Now.
+	Now func() time.Time
+}
+
+// Table is the in-memory lock engine: the lock state of every file of a
+// mount, with the semantics the Linux kernel gives on tmpfs
+// (LOCK-SEMANTICS §3–§5).
+//
+// Concurrency: each file has its own mutex (file.mu); operations on
+// different files run in parallel. Locking order is file.mu, then t.mu or
+// t.graph.mu; never two file mutexes at once. No mutex is held while a
+// Setlkw waits.
+type Table struct {
+	obs Observer
+	now func() time.Time
+
+	// mu guards files. A file is removed from the map (and marked dead)
+	// when it holds no state, under its own mutex and then mu.
+	mu    sync.RWMutex
+	files map[uint64]*file
+
+	graph deadlockGraph
+}
+
+// NewTable returns an empty lock table.
+func NewTable(opts Options) *Table {
+	t := &Table{
+		obs:   opts.Observer,
+		now:   opts.Now,
+		files: make(map[uint64]*file),
+	}
+	if t.obs == nil {
+		t.obs = nopObserver{}
+	}
+	if t.now == nil {
+		t.now = time.Now
+	}
+	t.graph.init()
+	return t
+}
+
+// file is the lock state of one node.
+type file struct {
+	// mu guards every field below and everything reachable from the two
+	// spaces (holders, records, waiters, pollers).
+	mu    sync.Mutex
+	node  uint64
+	dead  bool // removed from Table.files; re-look it up
+	posix space
+	flock space
+	// handles records, per open file description (fh), the owner known
+	// to be that description's own (flock and OFD owner), learnt from a
+	// flock request or an F_OFD_GETLK(F_UNLCK) through it (R24). It is
+	// dropped at RELEASE, when fh numbers and owners are recycled (G2).
+	handles map[uint64]uint64
+	// woken holds waiters whose blocker changed, to be re-examined by
+	// wake before the mutex is released; always empty outside the lock.
+	woken []*waiter
+	seq   uint64 // last waiter arrival number
+}
+
+func (f *file) space(s Space) *space {
+	if s == SpaceFlock {
+		return &f.flock
+	}
+	return &f.posix
+}
+
+func (f *file) empty() bool {
+	return f.posix.empty() && f.flock.empty() && len(f.handles) == 0
+}
+
+// isOFD reports whether owner is known to be the OFD owner of fh.
+func (f *file) isOFD(fh, owner uint64) bool {
+	d, ok := f.handles[fh]
+	return ok && d == owner
+}
+
+// noteDescriptionOwner records that owner is the open file description
+// behind fh, and reclassifies its POSIX-space locks as OFD locks.
+func (f *file) noteDescriptionOwner(fh, owner uint64) {
+	if owner == 0 {
+		return
+	}
+	if f.handles == nil {
+		f.handles = make(map[uint64]uint64)
+	}
+	f.handles[fh] = owner
+	if h := f.posix.holder(owner); h != nil {
+		h.ofd = true
+	}
+}
+
+// lockFile returns the file for node with its mutex held, creating it
+// when create is set (else it may return nil).
+func (t *Table) lockFile(node uint64, create bool) *file {
+	for {
+		t.mu.RLock()
+		f := t.files[node]
+		t.mu.RUnlock()
+		if f == nil {
+			if !create {
+				return nil
+			}
+			t.mu.Lock()
+			f = t.files[node]
+			if f == nil {
+				f = &file{node: node}
+				f.posix.init(SpacePOSIX)
+				f.flock.init(SpaceFlock)
+				t.files[node] = f
+			}
+			t.mu.Unlock()
+		}
+		f.mu.Lock()
+		if !f.dead {
+			return f
+		}
+		f.mu.Unlock()
+	}
+}
+
+// unlockFile releases f's mutex, first dropping f from the table if it no
+// longer holds any state, so that a million lock cycles leave no trace.
+func (t *Table) unlockFile(f *file) {
+	if f.empty() {
+		f.dead = true
+		t.mu.Lock()
+		if t.files[f.node] == f {
+			delete(t.files, f.node)
+		}
+		t.mu.Unlock()
+	}
+	f.mu.Unlock()
+}
+
+// Getlk answers F_GETLK / F_OFD_GETLK (R16, R23): the first lock in
+// kernel order that conflicts with req, or a Lock of type Unlock when
+// there is none. A request of type Unlock (only F_OFD_GETLK sends one)
+// asks for the first lock of req.Owner itself that overlaps the range.
+// The pid of an OFD-class holder is reported as 0 (R25). Getlk changes
+// no lock state.
+func (t *Table) Getlk(req Request) (Lock, error) {
+	if err := req.validate(); err != nil {
+		return Lock{}, err
+	}
+	if req.Space == SpaceFlock {
+		// The kernel tests flock conflicts itself and never sends GETLK
+		// with FUSE_LK_FLOCK.
+		return Lock{}, ErrInvalid
+	}
+	create := req.Type == Unlock
+	f := t.lockFile(req.Node, create)
+	if f == nil {
+		return Lock{Type: Unlock}, nil
+	}
+	defer t.unlockFile(f)
+	if req.Type == Unlock {
+		// Only an OFD owner can send this (R23): it is evidence (R24).
+		f.noteDescriptionOwner(req.Fh, req.Owner)
+		if r := f.posix.firstOwnOverlap(&req); r != nil {
+			return r.lock(), nil
+		}
+		return Lock{Type: Unlock}, nil
+	}
+	if r := f.posix.firstConflict(&req); r != nil {
+		l := r.lock()
+		if l.Class == ClassOFD {
+			l.Pid = 0
+		}
+		return l, nil
+	}
+	return Lock{Type: Unlock}, nil
+}
+
+// Setlk answers F_SETLK, F_OFD_SETLK, lockf(F_TLOCK/F_ULOCK) and
+// flock(LOCK_NB). It applies req atomically (R14) or, on a conflict with
+// an applied lock, changes nothing and returns ErrWouldBlock (R17).
+// Unlocking a range that is not held succeeds. A flock conversion that
+// fails has still dropped the old lock (R27).
+//
+// A refused owner is recorded as a poller: it counts as waiting (one
+// EventWaiting) until it is granted, or gives up by closing the file.
+func (t *Table) Setlk(req Request) error {
+	if err := req.validate(); err != nil {
+		return err
+	}
+	f := t.lockFile(req.Node, true)
+	defer t.unlockFile(f)
+	now := t.now()
+	sp := f.space(req.Space)
+	if req.Space == SpaceFlock {
+		f.noteDescriptionOwner(req.Fh, req.Owner)
+	}
+	blocker := t.attempt(f, sp, &req, now, nil)
+	if blocker != nil {
+		t.refuse(f, sp, &req, blocker, now)
+	}
+	t.wake(f, now)
+	if blocker != nil {
+		return ErrWouldBlock
+	}
+	return nil
+}
+
+// Setlkw answers F_SETLKW, F_OFD_SETLKW, lockf(F_LOCK) and blocking
+// flock. When req conflicts with an applied lock it waits until it is
+// granted (R18), until ctx is cancelled (EINTR: the FUSE INTERRUPT of a
+// signal, or unmount), or until waiting would deadlock (EDEADLK, R20,
+// POSIX owners only). Whether the wait ends in a grant or in EINTR is
+// decided atomically under the file's mutex (R19): a cancelled wait never
+// leaves a lock behind, and a granted one is always reported as granted.
+func (t *Table) Setlkw(ctx context.Context, req Request) error {
+	if err := req.validate(); err != nil {
+		return err
+	}
+	f := t.lockFile(req.Node, true)
+	now := t.now()
+	sp := f.space(req.Space)
+	if req.Space == SpaceFlock {
+		f.noteDescriptionOwner(req.Fh, req.Owner)
+	}
+	blocker := t.attempt(f, sp, &req, now, nil)
+	var w *waiter
+	if blocker != nil {
+		if w = t.enqueue(f, sp, &req, blocker, now); w == nil {
+			t.emitDeadlock(f, &req, blocker, now)
+		}
+	}
+	t.wake(f, now)
+	switch {
+	case blocker == nil:
+		t.unlockFile(f)
+		return nil
+	case w == nil:
+		t.unlockFile(f)
+		return ErrDeadlock
+	case w.decided:
+		t.unlockFile(f)
+		return w.err
+	}
+	f.mu.Unlock() // f is not empty: w is queued
+
+	select {
+	case <-w.ready:
+		return w.err
+	case <-ctx.Done():
+	}
+	f.mu.Lock()
+	if w.decided {
+		f.mu.Unlock()
+		return w.err
+	}
+	t.interrupt(f, sp, w, t.now())
+	t.unlockFile(f)
+	return ErrInterrupted
+}
+
+// Flush handles a FUSE FLUSH: a close() by the process whose POSIX owner
+// is owner (R11). It removes every POSIX lock of owner on node, whichever
+// fh took it, and wakes the waiters. It does not touch flock or OFD locks
+// or other nodes. It needs no context: it completes even when the
+// request was interrupted (R9). A polling owner that closes gives up.
+func (t *Table) Flush(node, owner uint64) {
+	f := t.lockFile(node, false)
+	if f == nil {
+		return
+	}
+	now := t.now()
+	sp := &f.posix
+	if h := sp.holder(owner); h != nil {
+		t.removeRecords(f, sp, h, now, ReasonClose, func(*record) bool { return true })
+	}
+	if p := sp.pollers[owner]; p != nil {
+		t.giveUp(f, sp, owner, p, now)
+	}
+	t.wake(f, now)
+	t.unlockFile(f)
+}
+
+// Release handles a FUSE RELEASE (R12): the open file description rel.Fh
+// is gone. It removes the description's flock lock, every POSIX-space lock
+// taken through rel.Fh (this is what ends OFD locks, R5), and every
+// per-description record, then wakes the waiters.
+func (t *Table) Release(rel ReleaseRequest) {
+	f := t.lockFile(rel.Node, false)
+	if f == nil {
+		return
+	}
+	now := t.now()
+	fh := rel.Fh
+	flockOwner := uint64(0)
+	if rel.FlockUnlock {
+		flockOwner = rel.Owner
+	}
+	// flock: owner == description, and fh names the description too.
+	for h := f.flock.head; h != nil; {
+		next := h.next
+		if (flockOwner != 0 && h.owner == flockOwner) || h.recs[0].fh == fh {
+			t.removeRecords(f, &f.flock, h, now, ReasonRelease, func(*record) bool { return true })
+		}
+		h = next
+	}
+	for h := f.posix.head; h != nil; {
+		next := h.next
+		t.removeRecords(f, &f.posix, h, now, ReasonRelease, func(r *record) bool { return r.fh == fh })
+		h = next
+	}
+	for _, sp := range []*space{&f.posix, &f.flock} {
+		for owner, p := range sp.pollers {
+			if p.req.Fh == fh || (sp.kind == SpaceFlock && owner == flockOwner && flockOwner != 0) {
+				t.giveUp(f, sp, owner, p, now)
+			}
+		}
+	}
+	delete(f.handles, fh)
+	t.wake(f, now)
+	t.unlockFile(f)
+}
