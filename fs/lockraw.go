@@ -1,6 +1,7 @@
 package fs
 
 import (
+	"sync"
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -25,13 +26,23 @@ type lockRaw struct {
 	fuse.RawFileSystem
 	fsys *FS
 	eng  semaphores.Engine
+
+	// open holds the (NodeId, Fh) pairs of the open file descriptions,
+	// from the OPEN/CREATE reply to RELEASE: a lock request naming
+	// anything else is not from the kernel and gets EINVAL.
+	open sync.Map // handleKey → struct{}
 }
 
+type handleKey struct{ node, fh uint64 }
+
 // request builds the engine request for a lock message, or reports false
-// for what the kernel never sends (unknown flags, a node that is not a
-// regular file of this mount): the caller answers EINVAL.
+// for what the kernel never sends (unknown flags, a node or handle that
+// is not an open regular file of this mount): the caller answers EINVAL.
 func (r *lockRaw) request(in *fuse.LkIn) (semaphores.Request, bool) {
 	if in.LkFlags&^uint32(fuse.FUSE_LK_FLOCK) != 0 || !r.fsys.IsFile(in.NodeId) {
+		return semaphores.Request{}, false
+	}
+	if _, ok := r.open.Load(handleKey{in.NodeId, in.Fh}); !ok {
 		return semaphores.Request{}, false
 	}
 	space := semaphores.SpacePOSIX
@@ -106,7 +117,27 @@ func (r *lockRaw) SetLkw(cancel <-chan struct{}, in *fuse.LkIn) fuse.Status {
 // whole mount (R8).
 func (r *lockRaw) Flush(cancel <-chan struct{}, in *fuse.FlushIn) fuse.Status {
 	r.eng.Flush(in.NodeId, in.LockOwner)
+	if _, ok := r.open.Load(handleKey{in.NodeId, in.Fh}); !ok {
+		return fuse.OK // not an open handle: nothing for the bridge
+	}
 	return r.RawFileSystem.Flush(cancel, in)
+}
+
+// Open and Create record the new open file description.
+func (r *lockRaw) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
+	st := r.RawFileSystem.Open(cancel, in, out)
+	if st == fuse.OK {
+		r.open.Store(handleKey{in.NodeId, out.Fh}, struct{}{})
+	}
+	return st
+}
+
+func (r *lockRaw) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, out *fuse.CreateOut) fuse.Status {
+	st := r.RawFileSystem.Create(cancel, in, name, out)
+	if st == fuse.OK {
+		r.open.Store(handleKey{out.NodeId, out.Fh}, struct{}{})
+	}
+	return st
 }
 
 // Release is sent when the last fd of an open file description is gone:
@@ -114,11 +145,16 @@ func (r *lockRaw) Flush(cancel <-chan struct{}, in *fuse.FlushIn) fuse.Status {
 // OFD locks go, and the engine forgets the handle, whose number go-fuse
 // recycles (R12).
 func (r *lockRaw) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) {
+	_, known := r.open.LoadAndDelete(handleKey{in.NodeId, in.Fh})
 	r.eng.Release(semaphores.ReleaseRequest{
 		Node:        in.NodeId,
 		Fh:          in.Fh,
 		Owner:       in.LockOwner,
 		FlockUnlock: in.ReleaseFlags&fuse.FUSE_RELEASE_FLOCK_UNLOCK != 0,
 	})
-	r.RawFileSystem.Release(cancel, in)
+	if known {
+		// go-fuse panics on handles it does not know; the kernel never
+		// sends those, a malformed request might.
+		r.RawFileSystem.Release(cancel, in)
+	}
 }
