@@ -40,21 +40,21 @@ type node struct {
 	// mu guards the fields below (and the embedding type's own data, as
 	// documented there). Several nodes are locked only through lockNodes,
 	// in inode-number order.
-	mu     sync.Mutex
-	mode   uint32 // type and permission bits
-	uid    uint32
-	gid    uint32
-	nlink  uint32
-	size   uint64
-	rdev   uint32
+	mu    sync.Mutex
+	mode  uint32 // type and permission bits
+	uid   uint32
+	gid   uint32
+	nlink uint32
+	size  uint64
+	rdev  uint32
 	// linkSeq orders directory listings: it is set from FS.seq each
 	// time the node gets a name (create, link, rename), so that readdir
 	// lists entries in the order they appeared, as tmpfs does.
 	linkSeq atomic.Uint64
 	atime   time.Time
-	mtime  time.Time
-	ctime  time.Time
-	xattrs map[string][]byte
+	mtime   time.Time
+	ctime   time.Time
+	xattrs  map[string][]byte
 	// name is the last name the node had, kept for the audit trail of a
 	// file unlinked while still open and locked.
 	name string
