@@ -1,6 +1,9 @@
 package semaphores
 
-import "time"
+import (
+	"slices"
+	"time"
+)
 
 // attempt is one pass of the kernel's posix_lock_inode / flock_lock_inode
 // for req: it applies req and returns nil, or returns the first applied
@@ -8,7 +11,7 @@ import "time"
 // conversion has already dropped the old lock, R27). w is the waiter
 // being re-examined, nil for a new request.
 func (t *Table) attempt(f *file, sp *space, req *Request, now time.Time, w *waiter) *record {
-	h := sp.holder(req.Owner)
+	h := sp.holder(sp.key(req))
 	if sp.kind == SpaceFlock {
 		if h != nil && h.recs[0].typ == req.Type {
 			t.granted(f, sp, req, w, now, false)
@@ -27,7 +30,7 @@ func (t *Table) attempt(f *file, sp *space, req *Request, now time.Time, w *wait
 		if c := sp.firstConflict(req); c != nil {
 			return c
 		}
-		h = sp.addHolder(req.Owner, false)
+		h = sp.addHolder(sp.key(req), req.Owner, false)
 		h.recs = append(h.recs, t.newRecord(sp, h, req, 0, OffsetMax, now))
 		t.granted(f, sp, req, w, now, true)
 		return nil
@@ -39,7 +42,8 @@ func (t *Table) attempt(f *file, sp *space, req *Request, now time.Time, w *wait
 		}
 		return nil
 	}
-	if h != nil && h.covers(req.Type, req.Start, req.End) {
+	if r := h.covering(req.Type, req.Start, req.End); r != nil {
+		r.addFh(req.Fh)
 		t.granted(f, sp, req, w, now, false)
 		return nil
 	}
@@ -47,7 +51,7 @@ func (t *Table) attempt(f *file, sp *space, req *Request, now time.Time, w *wait
 		return c
 	}
 	if h == nil {
-		h = sp.addHolder(req.Owner, f.isOFD(req.Fh, req.Owner))
+		h = sp.addHolder(req.Owner, req.Owner, f.isOFD(req.Fh, req.Owner))
 	}
 	t.applyPosix(f, sp, h, req, now)
 	t.granted(f, sp, req, w, now, true)
@@ -89,6 +93,7 @@ func (t *Table) applyPosix(f *file, sp *space, h *holder, req *Request, now time
 	out := make([]*record, 0, len(recs)+2)
 	start, end := req.Start, req.End
 	added := false
+	var survivor *record // the record that absorbs a lock request
 	var left, right *record
 	i := 0
 scan:
@@ -105,10 +110,12 @@ scan:
 			}
 			start, end = min(start, fl.start), max(end, fl.end)
 			if added {
+				survivor.addFhs(fl)
 				f.dropRecord(sp, fl) // merged into the surviving record
 				continue
 			}
 			out = append(out, fl) // fl survives and is extended below
+			survivor = fl
 			added = true
 			continue
 		}
@@ -134,7 +141,8 @@ scan:
 			t.emitReleased(f, fl, fl.start, fl.end, reason, now)
 			f.dropRecord(sp, fl)
 			if !added {
-				out = append(out, t.newRecord(sp, h, req, start, end, now))
+				survivor = t.newRecord(sp, h, req, start, end, now)
+				out = append(out, survivor)
 				added = true
 			}
 			continue
@@ -142,7 +150,8 @@ scan:
 		out = append(out, fl) // left remainder, trimmed below
 	}
 	if !added && req.Type != Unlock {
-		out = append(out, t.newRecord(sp, h, req, start, end, now))
+		survivor = t.newRecord(sp, h, req, start, end, now)
+		out = append(out, survivor)
 	}
 	var leftCopy *record
 	if right != nil && left == right {
@@ -150,6 +159,7 @@ scan:
 		// right piece keeps the original (and its waiters are woken).
 		c := *right
 		c.blocked = waitList{}
+		c.more = slices.Clone(right.more)
 		leftCopy = &c
 		if c.typ == WriteLock {
 			sp.writers++
@@ -180,14 +190,11 @@ scan:
 		left.end = start - 1
 		f.wakeBlocked(left)
 	}
-	// The record that absorbed the request spans the merged range.
-	if req.Type != Unlock {
-		for _, r := range out {
-			if r.typ == req.Type && r.start <= end && r.end >= start {
-				r.start, r.end = start, end
-				break
-			}
-		}
+	// The record that absorbed the request spans the merged range, and
+	// now also stands for the request's description.
+	if survivor != nil {
+		survivor.start, survivor.end = start, end
+		survivor.addFh(req.Fh)
 	}
 	h.recs = out
 	if len(out) == 0 {
@@ -217,7 +224,8 @@ func (t *Table) removeRecords(f *file, sp *space, h *holder, now time.Time, reas
 // refuse records a refused non-blocking request: the owner becomes, or
 // stays, a poller.
 func (t *Table) refuse(f *file, sp *space, req *Request, blocker *record, now time.Time) {
-	if p := sp.pollers[req.Owner]; p != nil {
+	key := sp.key(req)
+	if p := sp.pollers[key]; p != nil {
 		p.attempts++
 		p.req = *req
 		return
@@ -225,7 +233,7 @@ func (t *Table) refuse(f *file, sp *space, req *Request, blocker *record, now ti
 	if sp.pollers == nil {
 		sp.pollers = make(map[uint64]*poller)
 	}
-	sp.pollers[req.Owner] = &poller{req: *req, since: now, attempts: 1}
+	sp.pollers[key] = &poller{req: *req, since: now, attempts: 1}
 	t.emitWaiting(f, sp, req, blocker, now)
 }
 
@@ -237,11 +245,11 @@ func (t *Table) granted(f *file, sp *space, req *Request, w *waiter, now time.Ti
 	if w != nil {
 		since, attempts = w.since, w.attempts
 	}
-	if p := sp.pollers[req.Owner]; p != nil {
+	if p := sp.pollers[sp.key(req)]; p != nil {
 		if w == nil {
 			since, attempts = p.since, p.attempts+1
 		}
-		delete(sp.pollers, req.Owner)
+		delete(sp.pollers, sp.key(req))
 	}
 	if !changed && since.IsZero() {
 		return
@@ -257,10 +265,10 @@ func (t *Table) granted(f *file, sp *space, req *Request, w *waiter, now time.Ti
 	t.obs.LockEvent(e)
 }
 
-func (t *Table) giveUp(f *file, sp *space, owner uint64, p *poller, now time.Time) {
-	delete(sp.pollers, owner)
+func (t *Table) giveUp(f *file, sp *space, key uint64, p *poller, now time.Time) {
+	delete(sp.pollers, key)
 	t.obs.LockEvent(Event{
-		Kind: EventGaveUp, Time: now, Node: f.node, Fh: p.req.Fh, Owner: owner,
+		Kind: EventGaveUp, Time: now, Node: f.node, Fh: p.req.Fh, Owner: p.req.Owner,
 		Class: t.requestClass(f, sp, &p.req), Type: p.req.Type, Start: p.req.Start, End: p.req.End,
 		Pid: p.req.Pid, Uid: p.req.Uid, Waited: now.Sub(p.since), Attempts: p.attempts,
 	})

@@ -116,3 +116,15 @@ type Observer interface {
 type nopObserver struct{}
 
 func (nopObserver) LockEvent(Event) {}
+
+// Observers fans events out to several observers, called in order with
+// the same event. Each one gets the Observer contract above: called under
+// the file's mutex, it must be quick and must not call the engine.
+type Observers []Observer
+
+// LockEvent passes e to every observer.
+func (os Observers) LockEvent(e Event) {
+	for _, o := range os {
+		o.LockEvent(e)
+	}
+}

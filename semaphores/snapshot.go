@@ -68,6 +68,9 @@ func (t *Table) FileSnapshot(node uint64) (FileState, bool) {
 		return FileState{}, false
 	}
 	defer t.unlockFile(f)
+	if f.empty() {
+		return FileState{}, false
+	}
 	fs := FileState{Node: node}
 	for _, sp := range []*space{&f.posix, &f.flock} {
 		for h := sp.head; h != nil; h = h.next {
@@ -118,7 +121,8 @@ func waiterOf(f *file, sp *space, req *Request, since time.Time, attempts int) W
 }
 
 // Stats counts what the table holds; all zero once every process that
-// used the mount has gone.
+// used the mount has gone. Files counts every entry, including one kept
+// empty between lock calls of a file that is still open.
 type Stats struct {
 	Files, Records, Waiters, Pollers, Handles, GraphOwners int
 }

@@ -1,6 +1,9 @@
 package semaphores
 
-import "time"
+import (
+	"slices"
+	"time"
+)
 
 // record is one applied lock, like the kernel's struct file_lock.
 // All fields are guarded by the owning file's mutex.
@@ -12,11 +15,49 @@ type record struct {
 	pid    uint32 // lk.pid of the request that created the record (R16)
 	uid    uint32
 	fh     uint64 // description it was taken through (R12)
-	since  time.Time
+	// more lists the other descriptions the record also stands for:
+	// the owner locked (part of) it again through them, or a merged
+	// record came through them. Usually nil. See Table.Release.
+	more  []uint64
+	since time.Time
 	// blocked lists the waiters whose first conflict is this record, in
 	// arrival order. They are re-examined whenever the record is removed,
 	// trimmed, split or converted, as the kernel wakes fl_blocked_requests.
 	blocked waitList
+}
+
+func (r *record) hasFh(fh uint64) bool {
+	return r.fh == fh || slices.Contains(r.more, fh)
+}
+
+func (r *record) addFh(fh uint64) {
+	if !r.hasFh(fh) {
+		r.more = append(r.more, fh)
+	}
+}
+
+// addFhs adds the descriptions of a record merged into r.
+func (r *record) addFhs(o *record) {
+	r.addFh(o.fh)
+	for _, fh := range o.more {
+		r.addFh(fh)
+	}
+}
+
+// dropFh removes fh from the descriptions r stands for, and reports
+// whether none is left.
+func (r *record) dropFh(fh uint64) bool {
+	if r.fh == fh {
+		if len(r.more) == 0 {
+			return true
+		}
+		r.fh, r.more = r.more[0], r.more[1:]
+		return false
+	}
+	if i := slices.Index(r.more, fh); i >= 0 {
+		r.more = slices.Delete(r.more, i, i+1)
+	}
+	return false
 }
 
 func (r *record) lock() Lock {
@@ -36,8 +77,15 @@ func (r *record) lock() Lock {
 // holder is one owner's records in one space of one file. The records
 // are sorted by start and never overlap; records of the same type never
 // touch (they are merged, R14).
+//
+// A holder is found by its key: the lock owner in the POSIX space, the
+// open file description (its FUSE handle) in the flock space. For flock
+// the two name the same thing (R4), but only the handle stays unique
+// until RELEASE: the kernel may give a closed description's address, and
+// so its owner value, to a new open before the old RELEASE arrives.
 type holder struct {
 	space *space
+	key   uint64
 	owner uint64
 	ofd   bool
 	recs  []*record
@@ -71,9 +119,9 @@ type space struct {
 	kind       Space
 	head, tail *holder
 	nholders   int
-	// byOwner indexes holders once there are many of them, so that a
+	// byKey indexes holders once there are many of them, so that a
 	// lock call stays cheap with thousands of owners on one file.
-	byOwner map[uint64]*holder
+	byKey   map[uint64]*holder
 	writers int // number of write records: read requests skip the scan when 0
 	// queue holds every blocked waiter in arrival order.
 	queue   waitList
@@ -91,12 +139,20 @@ func (sp *space) empty() bool {
 	return sp.head == nil && sp.queue.head == nil && len(sp.pollers) == 0
 }
 
-func (sp *space) holder(owner uint64) *holder {
-	if sp.byOwner != nil {
-		return sp.byOwner[owner]
+// key is what identifies the requester in this space (see holder).
+func (sp *space) key(req *Request) uint64 {
+	if sp.kind == SpaceFlock {
+		return req.Fh
+	}
+	return req.Owner
+}
+
+func (sp *space) holder(key uint64) *holder {
+	if sp.byKey != nil {
+		return sp.byKey[key]
 	}
 	for h := sp.head; h != nil; h = h.next {
-		if h.owner == owner {
+		if h.key == key {
 			return h
 		}
 	}
@@ -104,8 +160,8 @@ func (sp *space) holder(owner uint64) *holder {
 }
 
 // addHolder appends a new, empty holder at the tail of the list.
-func (sp *space) addHolder(owner uint64, ofd bool) *holder {
-	h := &holder{space: sp, owner: owner, ofd: ofd, prev: sp.tail}
+func (sp *space) addHolder(key, owner uint64, ofd bool) *holder {
+	h := &holder{space: sp, key: key, owner: owner, ofd: ofd, prev: sp.tail}
 	if sp.tail != nil {
 		sp.tail.next = h
 	} else {
@@ -113,12 +169,12 @@ func (sp *space) addHolder(owner uint64, ofd bool) *holder {
 	}
 	sp.tail = h
 	sp.nholders++
-	if sp.byOwner != nil {
-		sp.byOwner[owner] = h
+	if sp.byKey != nil {
+		sp.byKey[key] = h
 	} else if sp.nholders > holderIndexThreshold {
-		sp.byOwner = make(map[uint64]*holder, sp.nholders*2)
+		sp.byKey = make(map[uint64]*holder, sp.nholders*2)
 		for x := sp.head; x != nil; x = x.next {
-			sp.byOwner[x.owner] = x
+			sp.byKey[x.key] = x
 		}
 	}
 	return h
@@ -138,10 +194,10 @@ func (sp *space) dropHolder(h *holder) {
 	}
 	h.prev, h.next = nil, nil
 	sp.nholders--
-	if sp.byOwner != nil {
-		delete(sp.byOwner, h.owner)
+	if sp.byKey != nil {
+		delete(sp.byKey, h.key)
 		if sp.nholders == 0 {
-			sp.byOwner = nil
+			sp.byKey = nil
 		}
 	}
 }
@@ -174,8 +230,9 @@ func (sp *space) firstConflict(req *Request) *record {
 	if req.Type == ReadLock && sp.writers == 0 {
 		return nil
 	}
+	self := sp.key(req)
 	for h := sp.head; h != nil; h = h.next {
-		if h.owner == req.Owner {
+		if h.key == self {
 			continue
 		}
 		if sp.kind == SpaceFlock {
@@ -229,9 +286,15 @@ func (h *holder) index(r *record) int {
 	return lo
 }
 
-// covers reports whether h already holds [start, end] with type typ, so
-// that the request would change nothing.
-func (h *holder) covers(typ LockType, start, end uint64) bool {
+// covering returns h's record holding all of [start, end] with type typ,
+// if any: then the request changes no lock (h may be nil).
+func (h *holder) covering(typ LockType, start, end uint64) *record {
+	if h == nil {
+		return nil
+	}
 	r := h.firstOverlap(start, end)
-	return r != nil && r.typ == typ && r.start <= start && r.end >= end
+	if r != nil && r.typ == typ && r.start <= start && r.end >= end {
+		return r
+	}
+	return nil
 }

@@ -146,18 +146,27 @@ func (t *Table) lockFile(node uint64, create bool) *file {
 	}
 }
 
-// unlockFile releases f's mutex, first dropping f from the table if it no
-// longer holds any state, so that a million lock cycles leave no trace.
+// unlockFile releases f's mutex. An entry left empty by a lock call is
+// kept: the caller still has the file open and usually locks again, and
+// its close (Flush, Release) drops the entry. This spares a lock/unlock
+// loop an allocation and the table's write lock per call.
 func (t *Table) unlockFile(f *file) {
-	if f.empty() {
-		f.dead = true
-		t.mu.Lock()
-		if t.files[f.node] == f {
-			delete(t.files, f.node)
-		}
-		t.mu.Unlock()
-	}
 	f.mu.Unlock()
+}
+
+// deleteIfEmpty drops f from the table if it holds no state, so that a
+// million open/lock/unlock/close cycles leave no trace. Caller holds
+// f.mu.
+func (t *Table) deleteIfEmpty(f *file) {
+	if !f.empty() {
+		return
+	}
+	f.dead = true
+	t.mu.Lock()
+	if t.files[f.node] == f {
+		delete(t.files, f.node)
+	}
+	t.mu.Unlock()
 }
 
 // Getlk answers F_GETLK / F_OFD_GETLK (R16, R23): the first lock in
@@ -301,13 +310,23 @@ func (t *Table) Flush(node, owner uint64) {
 		t.giveUp(f, sp, owner, p, now)
 	}
 	t.wake(f, now)
-	t.unlockFile(f)
+	t.deleteIfEmpty(f)
+	f.mu.Unlock()
 }
 
 // Release handles a FUSE RELEASE (R12): the open file description rel.Fh
-// is gone. It removes the description's flock lock, every POSIX-space lock
-// taken through rel.Fh (this is what ends OFD locks, R5), and every
-// per-description record, then wakes the waiters.
+// is gone. Its flock lock goes, and so does every POSIX-space lock taken
+// through it (this is what ends OFD locks, R5); so do its pollers and
+// what the engine learnt about it. Then the waiters are woken.
+//
+// Locks are matched by handle, not by owner value: RELEASE arrives
+// asynchronously, and by then the kernel may have given the owner value
+// (the address of the closed description) to a new description, whose
+// locks must stay. A POSIX record that the owner also locked through
+// another, still open, description stays and stands for that one only. (A
+// classic POSIX owner's locks are gone before any RELEASE of a handle it
+// used: its close sent FLUSH first.) FlockUnlock and Owner are therefore
+// not needed to find the flock lock.
 func (t *Table) Release(rel ReleaseRequest) {
 	f := t.lockFile(rel.Node, false)
 	if f == nil {
@@ -315,31 +334,25 @@ func (t *Table) Release(rel ReleaseRequest) {
 	}
 	now := t.now()
 	fh := rel.Fh
-	flockOwner := uint64(0)
-	if rel.FlockUnlock {
-		flockOwner = rel.Owner
-	}
-	// flock: owner == description, and fh names the description too.
-	for h := f.flock.head; h != nil; {
-		next := h.next
-		if (flockOwner != 0 && h.owner == flockOwner) || h.recs[0].fh == fh {
-			t.removeRecords(f, &f.flock, h, now, ReasonRelease, func(*record) bool { return true })
-		}
-		h = next
+	if h := f.flock.holder(fh); h != nil {
+		t.removeRecords(f, &f.flock, h, now, ReasonRelease, func(*record) bool { return true })
 	}
 	for h := f.posix.head; h != nil; {
 		next := h.next
-		t.removeRecords(f, &f.posix, h, now, ReasonRelease, func(r *record) bool { return r.fh == fh })
+		t.removeRecords(f, &f.posix, h, now, ReasonRelease, func(r *record) bool {
+			return r.hasFh(fh) && r.dropFh(fh)
+		})
 		h = next
 	}
 	for _, sp := range []*space{&f.posix, &f.flock} {
-		for owner, p := range sp.pollers {
-			if p.req.Fh == fh || (sp.kind == SpaceFlock && owner == flockOwner && flockOwner != 0) {
-				t.giveUp(f, sp, owner, p, now)
+		for key, p := range sp.pollers {
+			if p.req.Fh == fh {
+				t.giveUp(f, sp, key, p, now)
 			}
 		}
 	}
 	delete(f.handles, fh)
 	t.wake(f, now)
-	t.unlockFile(f)
+	t.deleteIfEmpty(f)
+	f.mu.Unlock()
 }

@@ -216,11 +216,11 @@ func (t *Table) enqueue(f *file, sp *space, req *Request, blocker *record, now t
 	if !t.block(f, w, blocker) {
 		return nil
 	}
-	if p := sp.pollers[req.Owner]; p != nil {
+	if p := sp.pollers[sp.key(req)]; p != nil {
 		// A poller (or an interrupted waiter re-sent by the kernel)
 		// continues its wait: no second "waiting" event.
 		w.since, w.attempts = p.since, p.attempts+1
-		delete(sp.pollers, req.Owner)
+		delete(sp.pollers, sp.key(req))
 	} else {
 		w.since, w.attempts = now, 1
 		t.emitWaiting(f, sp, req, blocker, now)
@@ -263,7 +263,7 @@ func (t *Table) interrupt(f *file, sp *space, w *waiter, now time.Time) {
 	if sp.pollers == nil {
 		sp.pollers = make(map[uint64]*poller)
 	}
-	if p := sp.pollers[w.req.Owner]; p == nil || w.since.Before(p.since) {
-		sp.pollers[w.req.Owner] = &poller{req: w.req, since: w.since, attempts: w.attempts}
+	if p := sp.pollers[sp.key(&w.req)]; p == nil || w.since.Before(p.since) {
+		sp.pollers[sp.key(&w.req)] = &poller{req: w.req, since: w.since, attempts: w.attempts}
 	}
 }
