@@ -36,7 +36,7 @@ type FS struct {
 	root *dir
 
 	lastIno atomic.Uint64 // inode numbers are never reused
-	seq     atomic.Uint64 // directory-listing order, see node.linkSeq
+	seq     atomic.Uint64 // directory-listing order, see dir.order
 	inodes  atomic.Int64  // live inodes, for MaxFiles and statfs
 	bytes   atomic.Int64  // content bytes, for MaxBytes and statfs
 
@@ -45,6 +45,10 @@ type FS struct {
 	// files in audit events and views.
 	mu    sync.RWMutex
 	nodes map[uint64]*node
+
+	// view links the read-only .lockfs directory to the lock state
+	// (views.go).
+	view viewState
 }
 
 // New returns a namespace holding an empty root directory.
@@ -78,6 +82,7 @@ func (n *node) OnForget() {
 	n.fsys.mu.Lock()
 	delete(n.fsys.nodes, n.ino())
 	n.fsys.mu.Unlock()
+	n.fsys.releaseInode()
 	if f, ok := n.Operations().(*lockFile); ok {
 		f.mu.Lock()
 		n.fsys.releaseBytes(int64(len(f.data)))

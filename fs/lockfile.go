@@ -2,6 +2,8 @@ package fs
 
 import (
 	"context"
+	"math"
+	"math/bits"
 	"syscall"
 	"time"
 
@@ -21,6 +23,41 @@ type lockFile struct {
 	node
 	// data is the content; guarded by node.mu. len(data) == size.
 	data []byte
+	// pages marks the 4 KiB pages tmpfs would have allocated: written
+	// or fallocated ones, not holes left by truncate. st_blocks counts
+	// them, as on tmpfs. Guarded by node.mu.
+	pages pageSet
+}
+
+// pageSet is a bitmap of page indices.
+type pageSet []uint64
+
+func (p *pageSet) set(from, to uint64) { // [from, to)
+	for i := from; i < to; i++ {
+		for uint64(len(*p)) <= i/64 {
+			*p = append(*p, 0)
+		}
+		(*p)[i/64] |= 1 << (i % 64)
+	}
+}
+
+func (p *pageSet) clear(from, to uint64) { // [from, to)
+	for i := from; i < to && i/64 < uint64(len(*p)); i++ {
+		(*p)[i/64] &^= 1 << (i % 64)
+	}
+}
+
+func (p pageSet) count() uint64 {
+	n := 0
+	for _, w := range p {
+		n += bits.OnesCount64(w)
+	}
+	return uint64(n)
+}
+
+// updateBlocks recomputes st_blocks from the page set. Caller holds f.mu.
+func (f *lockFile) updateBlocks() {
+	f.blocks = f.pages.count() * (blockSize / 512)
 }
 
 var (
@@ -51,7 +88,7 @@ func (f *lockFile) newHandle(flags uint32) *handle {
 // Open returns a fresh handle. O_TRUNC empties the file and sets mtime and
 // ctime, as on tmpfs. The reply never carries FOPEN_NOFLUSH (R8).
 func (f *lockFile) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
-	if flags&syscall.O_TRUNC != 0 && flags&syscall.O_ACCMODE != syscall.O_RDONLY {
+	if flags&syscall.O_TRUNC != 0 {
 		f.mu.Lock()
 		errno := f.truncateLocked(0)
 		now := time.Now()
@@ -84,9 +121,12 @@ func (f *lockFile) truncateLocked(size uint64) syscall.Errno {
 		if size == 0 {
 			f.data = nil
 		}
+		f.pages.clear((size+blockSize-1)/blockSize, (old+blockSize-1)/blockSize)
+		f.updateBlocks()
 	}
 	f.size = size
-	f.ctime = time.Now()
+	now := time.Now()
+	f.mtime, f.ctime = now, now
 	return 0
 }
 
@@ -105,10 +145,10 @@ func (f *lockFile) Read(ctx context.Context, fh gofs.FileHandle, dest []byte, of
 }
 
 // touchAtime applies relatime, tmpfs's default: atime moves only when it
-// is not newer than mtime or ctime, or is a day old. Caller holds f.mu.
-func (f *lockFile) touchAtime(now time.Time) {
-	if !f.atime.After(f.mtime) || !f.atime.After(f.ctime) || now.Sub(f.atime) >= 24*time.Hour {
-		f.atime = now
+// is not newer than mtime or ctime, or is a day old. Caller holds n.mu.
+func (n *node) touchAtime(now time.Time) {
+	if !n.atime.After(n.mtime) || !n.atime.After(n.ctime) || now.Sub(n.atime) >= 24*time.Hour {
+		n.atime = now
 	}
 }
 
@@ -150,6 +190,8 @@ func (f *lockFile) Write(ctx context.Context, fh gofs.FileHandle, data []byte, o
 	}
 	copy(f.data[off:], data)
 	if len(data) > 0 {
+		f.pages.set(uint64(off)/blockSize, (uint64(end)+blockSize-1)/blockSize)
+		f.updateBlocks()
 		now := time.Now()
 		f.mtime, f.ctime = now, now
 	}
@@ -184,12 +226,20 @@ func (f *lockFile) Allocate(ctx context.Context, fh gofs.FileHandle, off uint64,
 			}
 			f.ctime = now
 		}
+		f.pages.set(off/blockSize, (end+blockSize-1)/blockSize)
+		f.updateBlocks()
 		return 0
 	case fallocPunchHole | fallocKeepSize:
-		if off < uint64(len(f.data)) {
-			end := min(off+size, uint64(len(f.data)))
-			clear(f.data[off:end])
+		end := off + size
+		if end < off {
+			end = math.MaxUint64
 		}
+		if off < uint64(len(f.data)) {
+			clear(f.data[off:min(end, uint64(len(f.data)))])
+		}
+		// Whole pages inside the hole are freed; partial ones stay.
+		f.pages.clear((off+blockSize-1)/blockSize, end/blockSize)
+		f.updateBlocks()
 		f.mtime, f.ctime = now, now
 		return 0
 	}

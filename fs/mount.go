@@ -30,6 +30,9 @@ type MountConfig struct {
 	// (default_permissions, on by default so that file modes are
 	// enforced as on tmpfs).
 	NoDefaultPermissions bool
+	// NoExec forbids executing files in the mount (noexec). A lockfs
+	// mount is always nosuid and nodev.
+	NoExec bool
 	// Debug logs every FUSE request through Logger.
 	Debug bool
 	// Logger receives go-fuse's own messages; nil: the standard logger.
@@ -68,10 +71,21 @@ func Mount(fsys *FS, cfg MountConfig) (*Mounted, error) {
 		Debug:        cfg.Debug,
 		Logger:       cfg.Logger,
 		PanicHandler: cfg.PanicHandler,
+		// O_TRUNC arrives with OPEN instead of as a separate SETATTR,
+		// so that lockFile.Open can set the times as tmpfs does.
+		ExtraCapabilities: fuse.CAP_ATOMIC_O_TRUNC,
 	}
 	if !cfg.NoDefaultPermissions {
 		mo.Options = append(mo.Options, "default_permissions")
 	}
+	// go-fuse turns these into mount flags for a direct mount, and
+	// fusermount3 understands them; fusermount3 always adds nosuid and
+	// nodev for a user other than root.
+	mo.Options = append(mo.Options, "nosuid", "nodev")
+	if cfg.NoExec {
+		mo.Options = append(mo.Options, "noexec")
+	}
+	fsys.SetLockState(cfg.Engine, cfg.Mountpoint) // for .lockfs and the user.lockfs.* xattrs
 	timeout := attrTimeout
 	raw := gofs.NewNodeFS(fsys.Root(), &gofs.Options{
 		MountOptions:    mo,
@@ -79,6 +93,7 @@ func Mount(fsys *FS, cfg MountConfig) (*Mounted, error) {
 		AttrTimeout:     &timeout,
 		NullPermissions: true, // a mode of 000 stays 000
 		ExternalNodeID:  true, // NodeId == our inode number
+		RootStableAttr:  &gofs.StableAttr{Ino: fuse.FUSE_ROOT_ID},
 	})
 	srv, err := fuse.NewServer(&lockRaw{RawFileSystem: raw, fsys: fsys, eng: cfg.Engine}, cfg.Mountpoint, &mo)
 	if err != nil {

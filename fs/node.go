@@ -14,7 +14,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -29,6 +28,9 @@ const (
 	// (BOGO_DIRENT_SIZE), so that st_size of directories matches.
 	bogoDirentSize = 20
 	blockSize      = 4096
+	// shortSymlinkLen is tmpfs's SHORT_SYMLINK_LEN: targets (with their
+	// NUL) up to this length are stored inline, longer ones in a page.
+	shortSymlinkLen = 128
 )
 
 // node holds what every lockfs inode has: attributes and extended
@@ -47,14 +49,12 @@ type node struct {
 	nlink uint32
 	size  uint64
 	rdev  uint32
-	// linkSeq orders directory listings: it is set from FS.seq each
-	// time the node gets a name (create, link, rename), so that readdir
-	// lists entries in the order they appeared, as tmpfs does.
-	linkSeq atomic.Uint64
-	atime   time.Time
-	mtime   time.Time
-	ctime   time.Time
-	xattrs  map[string][]byte
+	// blocks is st_blocks (512-byte units of allocated pages).
+	blocks uint64
+	atime  time.Time
+	mtime  time.Time
+	ctime  time.Time
+	xattrs map[string][]byte
 	// name is the last name the node had, kept for the audit trail of a
 	// file unlinked while still open and locked.
 	name string
@@ -85,11 +85,7 @@ func (n *node) fillAttr(out *fuse.Attr) {
 	out.Size = n.size
 	out.Rdev = n.rdev
 	out.Blksize = blockSize
-	if n.mode&syscall.S_IFMT == syscall.S_IFREG {
-		out.Blocks = (n.size + blockSize - 1) / blockSize * (blockSize / 512)
-	} else {
-		out.Blocks = 0
-	}
+	out.Blocks = n.blocks
 	out.SetTimes(&n.atime, &n.mtime, &n.ctime)
 }
 
@@ -101,12 +97,16 @@ func (n *node) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOu
 }
 
 // Setattr handles chmod, chown, truncate and utimes. The kernel has done
-// the permission checks (default_permissions) and passes the new times
-// it wants; any change also sets ctime, as on tmpfs.
+// the permission checks (default_permissions) and says which times to
+// set. Times follow shmem_setattr: a size change sets mtime and ctime; a
+// truncate to the current size changes nothing unless it is an
+// ftruncate or the file has pages to trim; any other change sets ctime.
+// (O_TRUNC comes with OPEN, see lockFile.Open.)
 func (n *node) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	now := time.Now()
+	changed := false
 	if sz, ok := in.GetSize(); ok {
 		f, isFile := n.Operations().(*lockFile)
 		if !isFile {
@@ -115,35 +115,48 @@ func (n *node) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttr
 			}
 			return syscall.EINVAL
 		}
-		if errno := f.truncateLocked(sz); errno != 0 {
-			return errno
-		}
-		if in.Valid&(fuse.FATTR_MTIME|fuse.FATTR_MTIME_NOW) == 0 {
-			n.mtime = now
+		switch {
+		case sz != n.size:
+			if errno := f.truncateLocked(sz); errno != 0 {
+				return errno
+			}
+		case in.Valid&fuse.FATTR_FH != 0, f.pages.count() > 0:
+			// ftruncate(2) sets the times whatever the size (the
+			// VFS passes ATTR_MTIME|ATTR_CTIME, which the FUSE
+			// kernel turns into the FATTR_FH request); truncate(2)
+			// only through shmem_truncate_range on existing pages.
+			n.mtime, n.ctime = now, now
 		}
 	}
 	if mode, ok := in.GetMode(); ok {
 		n.mode = n.mode&syscall.S_IFMT | mode&07777
+		changed = true
 	}
 	if uid, ok := in.GetUID(); ok {
 		n.uid = uid
+		changed = true
 	}
 	if gid, ok := in.GetGID(); ok {
 		n.gid = gid
+		changed = true
 	}
 	if in.Valid&fuse.FATTR_ATIME_NOW != 0 {
 		n.atime = now
+		changed = true
 	} else if at, ok := in.GetATime(); ok {
 		n.atime = at
+		changed = true
 	}
 	if in.Valid&fuse.FATTR_MTIME_NOW != 0 {
 		n.mtime = now
+		changed = true
 	} else if mt, ok := in.GetMTime(); ok {
 		n.mtime = mt
+		changed = true
 	}
 	if ct, ok := in.GetCTime(); ok {
 		n.ctime = ct
-	} else {
+	} else if changed {
 		n.ctime = now
 	}
 	n.fillAttr(&out.Attr)
@@ -161,18 +174,23 @@ const (
 	xattrSizeMax = 65536
 )
 
-func xattrSupported(name string) bool {
+// xattrSupported says whether tmpfs stores name: EOPNOTSUPP for other
+// namespaces, EINVAL for a namespace prefix with nothing after it.
+func xattrSupported(name string) syscall.Errno {
 	for _, p := range []string{"user.", "trusted.", "security."} {
-		if len(name) > len(p) && name[:len(p)] == p {
-			return true
+		if strings.HasPrefix(name, p) {
+			if len(name) == len(p) {
+				return syscall.EINVAL
+			}
+			return 0
 		}
 	}
-	return false
+	return syscall.EOPNOTSUPP
 }
 
 func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
-	if !xattrSupported(attr) {
-		return 0, syscall.EOPNOTSUPP
+	if errno := xattrSupported(attr); errno != 0 {
+		return 0, errno
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -187,8 +205,8 @@ func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 }
 
 func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
-	if !xattrSupported(attr) {
-		return syscall.EOPNOTSUPP
+	if errno := xattrSupported(attr); errno != 0 {
+		return errno
 	}
 	if len(data) > xattrSizeMax {
 		return syscall.E2BIG
@@ -211,8 +229,8 @@ func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uin
 }
 
 func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
-	if !xattrSupported(attr) {
-		return syscall.EOPNOTSUPP
+	if errno := xattrSupported(attr); errno != 0 {
+		return errno
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -227,15 +245,28 @@ func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
 func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	var list []byte
-	for k := range n.xattrs {
-		list = append(list, k...)
-		list = append(list, 0)
-	}
+	list := n.xattrListLocked()
 	if len(dest) < len(list) {
 		return uint32(len(list)), syscall.ERANGE
 	}
 	return uint32(copy(dest, list)), 0
+}
+
+// xattrListLocked returns the stored names, NUL-terminated, in the order
+// tmpfs lists them: reverse lexical (its rbtree walk). Caller holds n.mu.
+func (n *node) xattrListLocked() []byte {
+	names := make([]string, 0, len(n.xattrs))
+	for k := range n.xattrs {
+		names = append(names, k)
+	}
+	slices.Sort(names)
+	slices.Reverse(names)
+	var list []byte
+	for _, k := range names {
+		list = append(list, k...)
+		list = append(list, 0)
+	}
+	return list
 }
 
 var (
@@ -297,6 +328,11 @@ func caller(ctx context.Context) (uid, gid uint32) {
 // the directory's i_rwsem), so checking a name and adding it cannot race.
 type dir struct {
 	node
+	// order gives each entry name its place in listings: a sequence
+	// number from FS.seq, taken when the name appeared (create, link,
+	// rename). readdir lists newest first, as tmpfs does on this kernel.
+	// Guarded by node.mu.
+	order map[string]uint64
 }
 
 var (
@@ -339,14 +375,19 @@ func (d *dir) childOwner(ctx context.Context, mode uint32) (uint32, uint32, uint
 
 // entryAdded and entryRemoved update d for one more or one fewer entry.
 // Caller holds d.mu.
-func (d *dir) entryAdded(now time.Time) {
+func (d *dir) entryAdded(name string, now time.Time) {
 	d.size += bogoDirentSize
 	d.mtime, d.ctime = now, now
+	if d.order == nil {
+		d.order = make(map[string]uint64)
+	}
+	d.order[name] = d.fsys.seq.Add(1)
 }
 
-func (d *dir) entryRemoved(now time.Time) {
+func (d *dir) entryRemoved(name string, now time.Time) {
 	d.size -= bogoDirentSize
 	d.mtime, d.ctime = now, now
+	delete(d.order, name)
 }
 
 func checkName(name string) syscall.Errno {
@@ -360,6 +401,9 @@ func (d *dir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gof
 	if errno := checkName(name); errno != 0 {
 		return nil, errno
 	}
+	if d.reserved(name) {
+		return d.fsys.lookupViewDir(ctx, out) // views.go
+	}
 	ch := d.GetChild(name)
 	if ch == nil {
 		return nil, syscall.ENOENT
@@ -371,13 +415,16 @@ func (d *dir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gof
 	return ch, 0
 }
 
-// Readdir lists ".", ".." and the entries in creation order, as tmpfs
-// (simple_offset) does.
+// Readdir lists ".", ".." and the entries, newest first, and updates the
+// directory's atime (relatime), as tmpfs does.
 func (d *dir) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 	parentIno := d.ino()
 	if _, p := d.Parent(); p != nil {
 		parentIno = p.StableAttr().Ino
 	}
+	d.mu.Lock()
+	d.touchAtime(time.Now())
+	d.mu.Unlock()
 	children := d.Children()
 	entries := make([]fuse.DirEntry, 0, len(children)+2)
 	entries = append(entries,
@@ -389,11 +436,23 @@ func (d *dir) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 	}
 	list := make([]entry, 0, len(children))
 	for name, ch := range children {
-		b := ch.Operations().(baser).base()
-		list = append(list, entry{fuse.DirEntry{Name: name, Ino: b.ino(), Mode: ch.StableAttr().Mode}, b.linkSeq.Load()})
+		bs, ok := ch.Operations().(baser)
+		if !ok {
+			continue // .lockfs is reachable but not listed (views.go)
+		}
+		b := bs.base()
+		list = append(list, entry{fuse.DirEntry{Name: name, Ino: b.ino(), Mode: ch.StableAttr().Mode}, 0})
 	}
+	d.mu.Lock()
+	for i := range list {
+		list[i].seq = d.order[list[i].Name]
+	}
+	d.mu.Unlock()
+	// Newest first, as tmpfs lists on this kernel (its directory
+	// offsets hand out the newest name first; a renamed or linked name
+	// counts as new).
 	slices.SortFunc(list, func(a, b entry) int {
-		if c := cmp.Compare(a.seq, b.seq); c != 0 {
+		if c := cmp.Compare(b.seq, a.seq); c != 0 {
 			return c
 		}
 		return strings.Compare(a.Name, b.Name)
@@ -407,12 +466,11 @@ func (d *dir) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 // newChild registers a new node as child name of d and updates d.
 func (d *dir) newChild(ctx context.Context, name string, ops gofs.InodeEmbedder, b *node, out *fuse.EntryOut) *gofs.Inode {
 	ch := d.NewPersistentInode(ctx, ops, gofs.StableAttr{Mode: b.mode & syscall.S_IFMT, Ino: b.fsys.nextIno()})
-	b.linkSeq.Store(b.fsys.seq.Add(1))
 	b.name = name
 	b.fsys.register(b)
 	now := b.ctime
 	d.mu.Lock()
-	d.entryAdded(now)
+	d.entryAdded(name, now)
 	if b.mode&syscall.S_IFMT == syscall.S_IFDIR {
 		d.nlink++
 	}
@@ -426,6 +484,9 @@ func (d *dir) newChild(ctx context.Context, name string, ops gofs.InodeEmbedder,
 func (d *dir) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
 	if errno := checkName(name); errno != 0 {
 		return nil, nil, 0, errno
+	}
+	if d.reserved(name) {
+		return nil, nil, 0, syscall.EEXIST
 	}
 	if ch := d.GetChild(name); ch != nil {
 		// The kernel looks the name up first; this only happens if a
@@ -458,6 +519,9 @@ func (d *dir) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.Ent
 	if errno := checkName(name); errno != 0 {
 		return nil, errno
 	}
+	if d.reserved(name) {
+		return nil, syscall.EEXIST
+	}
 	if d.GetChild(name) != nil {
 		return nil, syscall.EEXIST
 	}
@@ -474,6 +538,9 @@ func (d *dir) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.Ent
 func (d *dir) Mknod(ctx context.Context, name string, mode uint32, rdev uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	if errno := checkName(name); errno != 0 {
 		return nil, errno
+	}
+	if d.reserved(name) {
+		return nil, syscall.EEXIST
 	}
 	if d.GetChild(name) != nil {
 		return nil, syscall.EEXIST
@@ -508,6 +575,9 @@ func (d *dir) Symlink(ctx context.Context, target, name string, out *fuse.EntryO
 	if errno := checkName(name); errno != 0 {
 		return nil, errno
 	}
+	if d.reserved(name) {
+		return nil, syscall.EEXIST
+	}
 	if d.GetChild(name) != nil {
 		return nil, syscall.EEXIST
 	}
@@ -522,6 +592,9 @@ func (d *dir) Symlink(ctx context.Context, target, name string, out *fuse.EntryO
 	s := &symlink{target: []byte(target)}
 	s.init(d.fsys, syscall.S_IFLNK|0777, uid, gid, time.Now())
 	s.size = uint64(len(target))
+	if len(target)+1 > shortSymlinkLen {
+		s.blocks = blockSize / 512 // tmpfs stores long targets in a page
+	}
 	return d.newChild(ctx, name, s, &s.node, out), 0
 }
 
@@ -530,6 +603,9 @@ func (d *dir) Symlink(ctx context.Context, target, name string, out *fuse.EntryO
 func (d *dir) Link(ctx context.Context, target gofs.InodeEmbedder, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	if errno := checkName(name); errno != 0 {
 		return nil, errno
+	}
+	if d.reserved(name) {
+		return nil, syscall.EEXIST
 	}
 	if d.GetChild(name) != nil {
 		return nil, syscall.EEXIST
@@ -548,11 +624,14 @@ func (d *dir) Link(ctx context.Context, target gofs.InodeEmbedder, name string, 
 		unlock()
 		return nil, syscall.ENOENT
 	}
+	if errno := d.fsys.reserveInode(); errno != 0 {
+		unlock()
+		return nil, errno
+	}
 	t.nlink++
 	t.ctime = now
-	t.linkSeq.Store(t.fsys.seq.Add(1))
 	t.name = name
-	d.entryAdded(now)
+	d.entryAdded(name, now)
 	t.fillAttr(&out.Attr)
 	unlock()
 	return t.EmbeddedInode(), 0
@@ -561,20 +640,30 @@ func (d *dir) Link(ctx context.Context, target gofs.InodeEmbedder, name string, 
 // dropLink removes one link of n (unlink, rmdir, rename over n). At zero
 // links the node is no longer kept in memory once the kernel forgets it.
 // Caller holds n.mu.
+//
+// Inode accounting follows tmpfs: every name of a file holds one inode
+// slot (shmem_link reserves one); dropping a name that is not the last
+// frees its slot at once, the last slot is freed when the node itself
+// goes (OnForget: unlinked and closed).
 func (n *node) dropLink(now time.Time) {
 	if n.mode&syscall.S_IFMT == syscall.S_IFDIR {
 		n.nlink = 0
 	} else if n.nlink > 0 {
+		if n.nlink > 1 {
+			n.fsys.releaseInode()
+		}
 		n.nlink--
 	}
 	n.ctime = now
 	if n.nlink == 0 {
 		n.ForgetPersistent()
-		n.fsys.releaseInode()
 	}
 }
 
 func (d *dir) Unlink(ctx context.Context, name string) syscall.Errno {
+	if d.reserved(name) {
+		return syscall.EPERM
+	}
 	ch := d.GetChild(name)
 	if ch == nil {
 		return syscall.ENOENT
@@ -585,13 +674,16 @@ func (d *dir) Unlink(ctx context.Context, name string) syscall.Errno {
 	}
 	now := time.Now()
 	unlock := lockNodes(&d.node, b)
-	d.entryRemoved(now)
+	d.entryRemoved(name, now)
 	b.dropLink(now)
 	unlock()
 	return 0
 }
 
 func (d *dir) Rmdir(ctx context.Context, name string) syscall.Errno {
+	if d.reserved(name) {
+		return syscall.EPERM
+	}
 	ch := d.GetChild(name)
 	if ch == nil {
 		return syscall.ENOENT
@@ -605,7 +697,7 @@ func (d *dir) Rmdir(ctx context.Context, name string) syscall.Errno {
 	}
 	now := time.Now()
 	unlock := lockNodes(&d.node, &sub.node)
-	d.entryRemoved(now)
+	d.entryRemoved(name, now)
 	d.nlink--
 	sub.dropLink(now)
 	unlock()
@@ -632,8 +724,8 @@ func (d *dir) Rename(ctx context.Context, name string, newParent gofs.InodeEmbed
 		return syscall.EINVAL
 	}
 	nd, ok := newParent.(*dir)
-	if !ok {
-		return syscall.ENOTDIR
+	if !ok || d.reserved(name) || nd.reserved(newName) {
+		return syscall.EPERM // into .lockfs/, or moving or replacing .lockfs
 	}
 	srcIn := d.GetChild(name)
 	if srcIn == nil {
@@ -665,10 +757,10 @@ func (d *dir) Rename(ctx context.Context, name string, newParent gofs.InodeEmbed
 		}
 		src.ctime, dst.ctime = now, now
 		d.mtime, d.ctime, nd.mtime, nd.ctime = now, now, now, now
-		// Each name keeps its place in the listing (simple_offset_exchange).
-		s1, s2 := src.linkSeq.Load(), dst.linkSeq.Load()
-		src.linkSeq.Store(s2)
-		dst.linkSeq.Store(s1)
+		// Both names move to the front of the listing, the new name
+		// first (simple_offset_rename_exchange).
+		d.order[name] = d.fsys.seq.Add(1)
+		nd.order[newName] = nd.fsys.seq.Add(1)
 		return 0
 	}
 	if dst == src {
@@ -701,11 +793,10 @@ func (d *dir) Rename(ctx context.Context, name string, newParent gofs.InodeEmbed
 		d.nlink--
 		nd.nlink++
 	}
-	d.entryRemoved(now)
-	nd.entryAdded(now)
+	d.entryRemoved(name, now)
+	nd.entryAdded(newName, now)
 	src.ctime = now
 	src.name = newName
-	src.linkSeq.Store(src.fsys.seq.Add(1))
 	return 0
 }
 
