@@ -8,6 +8,7 @@ import (
 	"os"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 )
 
 // Exit codes (documented in README and `lockfs --help`).
@@ -31,17 +32,30 @@ type exitError struct {
 func (e *exitError) Error() string { return e.err.Error() }
 func (e *exitError) Unwrap() error { return e.err }
 
+// reportedError is an error the daemon child has already reported to
+// the process that started it (through the readiness pipe), which prints
+// it: the child only exits with its code.
+type reportedError struct{ error }
+
+func (e *reportedError) Unwrap() error { return e.error }
+
 func usageError(format string, args ...any) error {
 	return &exitError{exitUsage, fmt.Errorf(format, args...)}
 }
 
 func main() {
 	root := newRootCommand()
-	err := root.Execute()
+	err := rewriteCommandLine(root, os.Args[1:])
+	if err == nil {
+		err = root.Execute()
+	}
 	if err == nil {
 		os.Exit(exitOK)
 	}
-	fmt.Fprintf(os.Stderr, "lockfs: %v\n", err)
+	var rep *reportedError
+	if !errors.As(err, &rep) {
+		fmt.Fprintf(os.Stderr, "lockfs: %v\n", err)
+	}
 	var ee *exitError
 	if errors.As(err, &ee) {
 		os.Exit(ee.code)
@@ -65,7 +79,24 @@ Exit status: 0 success, 1 failure, 2 usage error, 32 mount failure.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newMountCommand())
+	root.AddCommand(newMountCommand(), newUnmountCommand(), newLocksCommand())
 	root.CompletionOptions.DisableDefaultCmd = true
 	return root
+}
+
+// rewriteCommandLine gives root the command line to parse: the mount
+// helper form and -o options rewritten into flags (args.go).
+func rewriteCommandLine(root *cobra.Command, args []string) error {
+	var mountFlags *pflag.FlagSet
+	for _, c := range root.Commands() {
+		if c.Name() == "mount" {
+			mountFlags = c.Flags()
+		}
+	}
+	args, err := rewriteArgs(args, commandNames(root), mountFlags)
+	if err != nil {
+		return err
+	}
+	root.SetArgs(args)
+	return nil
 }
