@@ -116,7 +116,7 @@ func (r *lockRaw) SetLkw(cancel <-chan struct{}, in *fuse.LkIn) fuse.Status {
 // flush is), and never answers ENOSYS, which would stop FLUSH for the
 // whole mount (R8).
 func (r *lockRaw) Flush(cancel <-chan struct{}, in *fuse.FlushIn) fuse.Status {
-	r.eng.Flush(in.NodeId, in.LockOwner)
+	r.eng.Flush(in.NodeId, in.Fh, in.LockOwner)
 	if _, ok := r.open.Load(handleKey{in.NodeId, in.Fh}); !ok {
 		return fuse.OK // not an open handle: nothing for the bridge
 	}

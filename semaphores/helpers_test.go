@@ -510,7 +510,7 @@ func runSteps(t *testing.T, steps []step) *env {
 				t.Fatalf("%s: answer %s, want %s\nstate: %s", where, fmtLock(got), fmtLock(s.answer), fmtLocks(e.locks(s.req.Node)))
 			}
 		case kFlush:
-			tb.Flush(s.req.Node, s.req.Owner)
+			tb.Flush(s.req.Node, 0, s.req.Owner)
 		case kRelease:
 			tb.Release(s.rel)
 		case kWait:
@@ -605,7 +605,7 @@ func runSteps(t *testing.T, steps []step) *env {
 	}
 	// Everyone exits: FLUSH per (node, owner), RELEASE per description.
 	for k := range owners {
-		tb.Flush(k.node, k.owner)
+		tb.Flush(k.node, 0, k.owner)
 	}
 	for k, flockOwner := range fhs {
 		tb.Release(ReleaseRequest{Node: k.node, Fh: k.fh, Owner: flockOwner, FlockUnlock: flockOwner != 0})

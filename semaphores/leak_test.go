@@ -49,14 +49,14 @@ func TestNoGoroutineLeft(t *testing.T) {
 				err := tb.Setlkw(ctx, req)
 				switch {
 				case err == nil:
-					tb.Flush(node, o)
+					tb.Flush(node, 0, o)
 					tb.Release(ReleaseRequest{Node: node, Fh: o, Owner: o, FlockUnlock: req.Space == SpaceFlock})
 				case errors.Is(err, ErrInterrupted), errors.Is(err, ErrDeadlock):
 					// EDEADLK is genuine here: once owner 1 lets go, the
 					// waiters hold some files and wait for others, and
 					// POSIX waiters form real cycles (the kernel refuses
 					// them too).
-					tb.Flush(node, o)
+					tb.Flush(node, 0, o)
 					tb.Release(ReleaseRequest{Node: node, Fh: o, Owner: o, FlockUnlock: req.Space == SpaceFlock})
 				default:
 					errs <- err
@@ -66,7 +66,7 @@ func TestNoGoroutineLeft(t *testing.T) {
 	}
 	time.Sleep(20 * time.Millisecond)
 	for node := uint64(1); node <= 20; node++ {
-		tb.Flush(node, 1)
+		tb.Flush(node, 0, 1)
 		tb.Release(ReleaseRequest{Node: node, Fh: 1})
 	}
 	wg.Wait()
@@ -149,7 +149,7 @@ func TestRecycledOwnersLeaveNothing(t *testing.T) {
 				}
 				// close: FLUSH by the process, then RELEASE of the
 				// description (flock unlock flag once flock was used).
-				tb.Flush(node, proc)
+				tb.Flush(node, 0, proc)
 				tb.Release(ReleaseRequest{Node: node, Fh: fh, Owner: desc, FlockUnlock: req.Space == SpaceFlock})
 			}
 		}()

@@ -338,7 +338,7 @@ func (h *harness) step(o op) error {
 		}
 	case opFlush:
 		h.m.flush(o.req.Node, o.req.Owner)
-		h.tb.Flush(o.req.Node, o.req.Owner)
+		h.tb.Flush(o.req.Node, 0, o.req.Owner)
 	case opRelease:
 		h.m.release(o.rel)
 		h.tb.Release(o.rel)

@@ -691,8 +691,8 @@ func TestR19Interrupt(t *testing.T) {
 		if err := e.tb.Setlkw(ctx, posixReq(B, W, 0, 9)); err != ErrInterrupted {
 			t.Fatalf("Setlkw with cancelled ctx on a held range: %v, want ErrInterrupted", err)
 		}
-		e.tb.Flush(1, A)
-		e.tb.Flush(1, B)
+		e.tb.Flush(1, 0, A)
+		e.tb.Flush(1, 0, B)
 		e.requireEmpty()
 	})
 }
@@ -760,13 +760,13 @@ func TestR19GrantCancelRace(t *testing.T) {
 					}
 					interrupted[i]++
 					if rng.IntN(2) == 0 {
-						tb.Flush(1, owner) // gave up; otherwise the next call is a re-send
+						tb.Flush(1, 0, owner) // gave up; otherwise the next call is a re-send
 					}
 				default:
 					t.Errorf("owner %#x: Setlkw: %v", owner, err)
 				}
 			}
-			tb.Flush(1, owner)
+			tb.Flush(1, 0, owner)
 		})
 	}
 	wg.Wait()
@@ -842,7 +842,7 @@ func TestR19UnlockVersusCancel(t *testing.T) {
 			t.Fatalf("unexpected %v", w.err)
 		}
 		outcomes[w.err]++
-		tb.Flush(1, B)
+		tb.Flush(1, 0, B)
 		if st := tb.Stats(); st != (Stats{}) {
 			t.Fatalf("Stats() = %+v after the round, want zero", st)
 		}
@@ -1071,12 +1071,12 @@ func TestR20DiningPhilosophers(t *testing.T) {
 				case nil:
 				case ErrDeadlock:
 					deadlocks.Add(1)
-					tb.Flush(left, owner)
+					tb.Flush(left, 0, owner)
 					continue
 				default:
 					t.Errorf("philosopher %d, right fork: %v (a missed deadlock hangs)", p, err)
-					tb.Flush(left, owner)
-					tb.Flush(right, owner)
+					tb.Flush(left, 0, owner)
+					tb.Flush(right, 0, owner)
 					return
 				}
 				for _, n := range []uint64{left, right} {
@@ -1087,8 +1087,8 @@ func TestR20DiningPhilosophers(t *testing.T) {
 				for _, n := range []uint64{left, right} {
 					eating[n].Add(-1)
 				}
-				tb.Flush(left, owner)
-				tb.Flush(right, owner)
+				tb.Flush(left, 0, owner)
+				tb.Flush(right, 0, owner)
 				done++
 			}
 		})
@@ -1315,13 +1315,13 @@ func TestInvalidRequests(t *testing.T) {
 				if n := e.rec.count(); n != nev {
 					t.Errorf("%d events emitted for an invalid request", n-nev)
 				}
-				e.tb.Flush(1, A)
+				e.tb.Flush(1, 0, A)
 				e.tb.Release(ReleaseRequest{Node: 1, Fh: A, Owner: A, FlockUnlock: true})
 				if !awaitDone(w) || w.err != nil {
 					t.Fatalf("waiter: %v", w.err)
 				}
-				e.tb.Flush(1, B)
-				e.tb.Flush(1, C)
+				e.tb.Flush(1, 0, B)
+				e.tb.Flush(1, 0, C)
 				e.tb.Release(ReleaseRequest{Node: 1, Fh: D})
 				e.requireEmpty()
 			})
@@ -1414,7 +1414,7 @@ func TestEventsPollerGranted(t *testing.T) {
 			Held: time.Second + refusals*100*time.Millisecond, Reason: ReasonUnlock},
 		evAcq(B, W, 5, 5, refusals+1, refusals*100*time.Millisecond),
 	})
-	e.tb.Flush(1, B)
+	e.tb.Flush(1, 0, B)
 	checkEvents(t, e.rec.take(), []Event{evRel(B, W, 5, 5, 0, ReasonClose)})
 	e.requireEmpty()
 }
@@ -1446,7 +1446,7 @@ func TestEventsInterruptedResent(t *testing.T) {
 		evRel(A, W, 0, 9, 4*time.Second, ReasonUnlock),
 		evAcq(B, W, 0, 9, 2, 4*time.Second),
 	})
-	e.tb.Flush(1, B)
+	e.tb.Flush(1, 0, B)
 	e.requireEmpty()
 }
 
@@ -1465,7 +1465,7 @@ func TestEventsGaveUp(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.clock.Advance(time.Second)
-	e.tb.Flush(1, B)
+	e.tb.Flush(1, 0, B)
 	e.tb.Release(ReleaseRequest{Node: 1, Fh: O2, Owner: O2, FlockUnlock: true})
 	checkEvents(t, e.rec.take(), []Event{
 		evAcq(A, W, 0, 9, 1, 0),
@@ -1477,7 +1477,7 @@ func TestEventsGaveUp(t *testing.T) {
 		flockEv(Event{Kind: EventGaveUp, Node: 1, Fh: O2, Owner: O2, Type: R, Pid: pidOf(O2),
 			Waited: time.Second, Attempts: 1}),
 	})
-	e.tb.Flush(1, A)
+	e.tb.Flush(1, 0, A)
 	e.tb.Release(ReleaseRequest{Node: 1, Fh: O1, Owner: O1, FlockUnlock: true})
 	checkEvents(t, e.rec.take(), []Event{
 		evRel(A, W, 0, 9, 2*time.Second, ReasonClose),
@@ -1497,7 +1497,7 @@ func TestEventsReleaseReasons(t *testing.T) {
 	must(t, tb.Setlk(posixReq(A, R, 0, 9)))
 	// close (FLUSH) of the rest.
 	e.clock.Advance(time.Second)
-	tb.Flush(1, A)
+	tb.Flush(1, 0, A)
 	// release (RELEASE) of an OFD lock; convert of a flock lock.
 	must(t, tb.Setlk(posixReq(O1, W, 0, 0)))
 	must(t, tb.Setlk(flockReq(O1, R)))
@@ -1531,7 +1531,7 @@ func TestEventsDeadlock(t *testing.T) {
 	if err := e.tb.Setlkw(context.Background(), posixReq(B, W, 0, 0)); err != ErrDeadlock {
 		t.Fatalf("B: %v, want ErrDeadlock", err)
 	}
-	e.tb.Flush(1, B)
+	e.tb.Flush(1, 0, B)
 	if !awaitDone(w) || w.err != nil {
 		t.Fatalf("A: %v, want granted", w.err)
 	}
@@ -1545,7 +1545,7 @@ func TestEventsDeadlock(t *testing.T) {
 		evRel(B, W, 1, 1, 0, ReasonClose),
 		evAcq(A, W, 1, 1, 1, 0),
 	})
-	e.tb.Flush(1, A)
+	e.tb.Flush(1, 0, A)
 	e.requireEmpty()
 }
 
@@ -1562,12 +1562,12 @@ func TestEventsNoChangeNoEvent(t *testing.T) {
 	if _, err := e.tb.Getlk(posixReq(B, W, 0, 0)); err != nil {
 		t.Fatal(err)
 	}
-	e.tb.Flush(1, C)
+	e.tb.Flush(1, 0, C)
 	e.tb.Release(ReleaseRequest{Node: 1, Fh: C})
 	if got := e.rec.take(); len(got) != 0 {
 		t.Fatalf("events %s, want none", eventKinds(got))
 	}
-	e.tb.Flush(1, A)
+	e.tb.Flush(1, 0, A)
 	e.tb.Release(ReleaseRequest{Node: 1, Fh: A, Owner: A, FlockUnlock: true})
 	e.tb.Release(ReleaseRequest{Node: 1, Fh: B, Owner: B, FlockUnlock: true})
 	e.requireEmpty()

@@ -13,7 +13,7 @@ type Engine interface {
 	Getlk(req Request) (Lock, error)
 	Setlk(req Request) error
 	Setlkw(ctx context.Context, req Request) error
-	Flush(node, owner uint64)
+	Flush(node, fh, owner uint64)
 	Release(rel ReleaseRequest)
 	Snapshot() Snapshot
 }
@@ -26,7 +26,16 @@ type Options struct {
 	Observer Observer
 	// Now returns the current time; nil means time.Now.
 	Now func() time.Time
+	// ReleaseGrace is how long a non-blocking request that conflicts
+	// only with a description that was just closed waits for that
+	// description's RELEASE before it is refused; 0 means
+	// DefaultReleaseGrace, negative means no wait. See Table.Setlk.
+	ReleaseGrace time.Duration
 }
+
+// DefaultReleaseGrace bounds the wait of Options.ReleaseGrace. RELEASE
+// normally follows the last close within a millisecond.
+const DefaultReleaseGrace = 20 * time.Millisecond
 
 // Table is the in-memory lock engine: the lock state of every file of a
 // mount, with the semantics the Linux kernel gives on tmpfs
@@ -37,8 +46,9 @@ type Options struct {
 // t.graph.mu; never two file mutexes at once. No mutex is held while a
 // Setlkw waits.
 type Table struct {
-	obs Observer
-	now func() time.Time
+	obs   Observer
+	now   func() time.Time
+	grace time.Duration
 
 	// mu guards files. A file is removed from the map (and marked dead)
 	// when it holds no state, under its own mutex and then mu.
@@ -60,6 +70,12 @@ func NewTable(opts Options) *Table {
 	}
 	if t.now == nil {
 		t.now = time.Now
+	}
+	switch {
+	case opts.ReleaseGrace == 0:
+		t.grace = DefaultReleaseGrace
+	case opts.ReleaseGrace > 0:
+		t.grace = opts.ReleaseGrace
 	}
 	t.graph.init()
 	return t
@@ -83,6 +99,11 @@ type file struct {
 	// wake before the mutex is released; always empty outside the lock.
 	woken []*waiter
 	seq   uint64 // last waiter arrival number
+	// closing holds, per description (fh) that still has locks here,
+	// the time of its latest FLUSH: one of its fds was closed, and if it
+	// was the last one its RELEASE is on its way. A lock call through
+	// the description removes it.
+	closing map[uint64]time.Time
 }
 
 func (f *file) space(s Space) *space {
@@ -93,7 +114,29 @@ func (f *file) space(s Space) *space {
 }
 
 func (f *file) empty() bool {
-	return f.posix.empty() && f.flock.empty() && len(f.handles) == 0
+	return f.posix.empty() && f.flock.empty() && len(f.handles) == 0 && len(f.closing) == 0
+}
+
+// releaseDue reports until when a RELEASE of a description of r may be
+// expected: the latest FLUSH of one of them, plus the grace.
+func (t *Table) releaseDue(f *file, r *record, now time.Time) (time.Time, bool) {
+	if len(f.closing) == 0 || t.grace == 0 {
+		return time.Time{}, false
+	}
+	var due time.Time
+	for fh, at := range f.closing {
+		if r.hasFh(fh) && at.Add(t.grace).After(due) {
+			due = at.Add(t.grace)
+		}
+	}
+	return due, due.After(now)
+}
+
+// touched notes a lock call through fh: the description is alive.
+func (f *file) touched(fh uint64) {
+	if f.closing != nil {
+		delete(f.closing, fh)
+	}
 }
 
 // isOFD reports whether owner is known to be the OFD owner of fh.
@@ -216,26 +259,62 @@ func (t *Table) Getlk(req Request) (Lock, error) {
 //
 // A refused owner is recorded as a poller: it counts as waiting (one
 // EventWaiting) until it is granted, or gives up by closing the file.
+//
+// One deviation in timing, none in outcome: the kernel sends RELEASE
+// (which ends flock and OFD locks) asynchronously after the last close,
+// so a request racing with it would find the closed description's lock
+// still there. When the only obstacle is the lock of a description that
+// was closed within Options.ReleaseGrace, Setlk waits for that RELEASE
+// up to the grace before answering EAGAIN.
 func (t *Table) Setlk(req Request) error {
 	if err := req.validate(); err != nil {
 		return err
 	}
 	f := t.lockFile(req.Node, true)
-	defer t.unlockFile(f)
 	now := t.now()
 	sp := f.space(req.Space)
+	f.touched(req.Fh)
 	if req.Space == SpaceFlock {
 		f.noteDescriptionOwner(req.Fh, req.Owner)
 	}
 	blocker := t.attempt(f, sp, &req, now, nil)
-	if blocker != nil {
-		t.refuse(f, sp, &req, blocker, now)
+	if blocker == nil {
+		t.wake(f, now)
+		t.unlockFile(f)
+		return nil
 	}
-	t.wake(f, now)
-	if blocker != nil {
+	due, pending := t.releaseDue(f, blocker, now)
+	if !pending {
+		t.refuse(f, sp, &req, blocker, now)
+		t.wake(f, now)
+		t.unlockFile(f)
 		return ErrWouldBlock
 	}
-	return nil
+	// The lock in the way belongs to a description that was just
+	// closed. On tmpfs its locks went with the close; here they go when
+	// its RELEASE, sent asynchronously by the kernel, is handled. Wait
+	// for it a little rather than refuse a lock the kernel would grant.
+	w := t.enqueueGrace(f, sp, &req, blocker, now, due)
+	t.wake(f, now)
+	if w.decided {
+		t.unlockFile(f)
+		return w.err
+	}
+	f.mu.Unlock()
+	timer := time.NewTimer(due.Sub(now))
+	defer timer.Stop()
+	select {
+	case <-w.ready:
+		return w.err
+	case <-timer.C:
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if w.decided {
+		return w.err
+	}
+	t.expireGrace(f, sp, w, t.now())
+	return ErrWouldBlock
 }
 
 // Setlkw answers F_SETLKW, F_OFD_SETLKW, lockf(F_LOCK) and blocking
@@ -252,6 +331,7 @@ func (t *Table) Setlkw(ctx context.Context, req Request) error {
 	f := t.lockFile(req.Node, true)
 	now := t.now()
 	sp := f.space(req.Space)
+	f.touched(req.Fh)
 	if req.Space == SpaceFlock {
 		f.noteDescriptionOwner(req.Fh, req.Owner)
 	}
@@ -291,12 +371,12 @@ func (t *Table) Setlkw(ctx context.Context, req Request) error {
 	return ErrInterrupted
 }
 
-// Flush handles a FUSE FLUSH: a close() by the process whose POSIX owner
-// is owner (R11). It removes every POSIX lock of owner on node, whichever
+// Flush handles a FUSE FLUSH: a close() of an fd of description fh by
+// the process whose POSIX owner is owner (R11). It removes every POSIX lock of owner on node, whichever
 // fh took it, and wakes the waiters. It does not touch flock or OFD locks
 // or other nodes. It needs no context: it completes even when the
 // request was interrupted (R9). A polling owner that closes gives up.
-func (t *Table) Flush(node, owner uint64) {
+func (t *Table) Flush(node, fh, owner uint64) {
 	f := t.lockFile(node, false)
 	if f == nil {
 		return
@@ -305,6 +385,12 @@ func (t *Table) Flush(node, owner uint64) {
 	sp := &f.posix
 	if h := sp.holder(owner); h != nil {
 		t.removeRecords(f, sp, h, now, ReasonClose, func(*record) bool { return true })
+	}
+	if fh != 0 && f.hasLocksOf(fh) {
+		if f.closing == nil {
+			f.closing = make(map[uint64]time.Time)
+		}
+		f.closing[fh] = now
 	}
 	if p := sp.pollers[owner]; p != nil {
 		t.giveUp(f, sp, owner, p, now)
@@ -352,7 +438,23 @@ func (t *Table) Release(rel ReleaseRequest) {
 		}
 	}
 	delete(f.handles, fh)
+	delete(f.closing, fh)
 	t.wake(f, now)
 	t.deleteIfEmpty(f)
 	f.mu.Unlock()
+}
+
+// hasLocksOf reports whether description fh holds any lock on f.
+func (f *file) hasLocksOf(fh uint64) bool {
+	if f.flock.holder(fh) != nil {
+		return true
+	}
+	for h := f.posix.head; h != nil; h = h.next {
+		for _, r := range h.recs {
+			if r.hasFh(fh) {
+				return true
+			}
+		}
+	}
+	return false
 }

@@ -27,6 +27,11 @@ type waiter struct {
 
 	hashed       bool
 	blockerOwner uint64
+
+	// grace marks a non-blocking request waiting, until due, for the
+	// RELEASE of a just-closed description (Table.Setlk).
+	grace bool
+	due   time.Time
 }
 
 type waitLink struct{ prev, next *waiter }
@@ -143,7 +148,7 @@ func (g *deadlockGraph) remove(w *waiter) {
 // leaves w out of every list. Deadlock detection is skipped for OFD
 // requesters, and waits on OFD locks are not followed, as in the kernel.
 func (t *Table) block(f *file, w *waiter, blocker *record) bool {
-	if w.sp.kind == SpacePOSIX {
+	if w.sp.kind == SpacePOSIX && !w.grace {
 		g := &t.graph
 		g.mu.Lock()
 		g.removeLocked(w)
@@ -200,6 +205,16 @@ func (t *Table) wake(f *file, now time.Time) {
 				t.decide(f, w, nil)
 				continue
 			}
+			if w.grace {
+				if due, ok := t.releaseDue(f, blocker, now); ok {
+					w.due = due // wait on, for this other closing one
+					t.block(f, w, blocker)
+				} else {
+					t.refuse(f, w.sp, &w.req, blocker, now)
+					t.decide(f, w, ErrWouldBlock)
+				}
+				continue
+			}
 			if !t.block(f, w, blocker) {
 				t.emitDeadlock(f, &w.req, blocker, now)
 				t.decide(f, w, ErrDeadlock)
@@ -227,6 +242,38 @@ func (t *Table) enqueue(f *file, sp *space, req *Request, blocker *record, now t
 	}
 	sp.queue.push(w)
 	return w
+}
+
+// enqueueGrace queues a non-blocking request behind blocker until due
+// (see Table.Setlk). It is not a wait of the owner's: no event, no
+// deadlock check; its wait, if any, continues the owner's poll.
+func (t *Table) enqueueGrace(f *file, sp *space, req *Request, blocker *record, now, due time.Time) *waiter {
+	f.seq++
+	w := &waiter{req: *req, sp: sp, seq: f.seq, ready: make(chan struct{}), grace: true, due: due}
+	w.since, w.attempts = now, 1
+	if p := sp.pollers[sp.key(req)]; p != nil {
+		w.since, w.attempts = p.since, p.attempts+1
+	}
+	t.block(f, w, blocker)
+	sp.queue.push(w)
+	return w
+}
+
+// expireGrace ends an undecided grace wait with a refusal.
+func (t *Table) expireGrace(f *file, sp *space, w *waiter, now time.Time) {
+	sp.queue.remove(w)
+	if w.blocker != nil {
+		w.blocker.blocked.remove(w)
+	}
+	blocker := w.blocker
+	if blocker == nil {
+		blocker = sp.firstConflict(&w.req)
+	}
+	w.decided, w.err, w.blocker = true, ErrWouldBlock, nil
+	close(w.ready)
+	if blocker != nil {
+		t.refuse(f, sp, &w.req, blocker, now)
+	}
 }
 
 // decide ends a wait with err (nil: granted). The lock, if granted, has
