@@ -1,0 +1,188 @@
+package main
+
+import (
+	"bytes"
+	"image/png"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/lockfs/lockfs/internal/bench"
+)
+
+// requireFUSEEnv turns the "cannot mount here" skip into a failure (CI).
+const requireFUSEEnv = "LOCKFS_REQUIRE_FUSE"
+
+func skipOrFail(t *testing.T, format string, args ...any) {
+	t.Helper()
+	if os.Getenv(requireFUSEEnv) == "1" {
+		t.Fatalf(format+" (and %s=1)", append(args, requireFUSEEnv)...)
+	}
+	t.Skipf(format, args...)
+}
+
+// TestQuickRun builds lockbench and runs it as a user would, in quick mode
+// with tiny counts, against a tmpfs and the no-op server (not lockfs:
+// the integration tests cover it, and building it here would double the
+// time). It checks that the JSON is well-formed, that every measurement
+// has a positive value for every target it applies to, that the kernel
+// never broke mutual exclusion in the handoff, that both PNGs (-png and
+// the plot subcommand) decode, and that no mount is left behind.
+func TestQuickRun(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs lockbench end to end")
+	}
+	if f, err := os.OpenFile("/dev/fuse", os.O_RDWR, 0); err != nil {
+		skipOrFail(t, "FUSE unavailable: %v", err)
+	} else {
+		f.Close()
+	}
+	if os.Geteuid() != 0 {
+		skipOrFail(t, "lockbench mounts a tmpfs, which needs root (euid %d)", os.Geteuid())
+	}
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "lockbench")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	jsonPath, pngPath := filepath.Join(dir, "out.json"), filepath.Join(dir, "out.png")
+	cmd := exec.Command(bin, "-quick", "-targets", "tmpfs,noop", "-rounds", "2", "-n", "20",
+		"-json", jsonPath, "-png", pngPath)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("lockbench: %v\nstdout:\n%s\nstderr:\n%s", err, stdout.String(), stderr.String())
+	}
+	t.Logf("lockbench output:\n%s", stdout.String())
+	// "lockbench: 2 rounds × 20 steps × 2 targets in /tmp/lockbench-…"
+	_, work, ok := strings.Cut(stderr.String(), " targets in ")
+	work, _, _ = strings.Cut(work, "\n")
+	if !ok || !strings.Contains(work, "lockbench-") {
+		t.Errorf("no work directory in lockbench's stderr:\n%s", stderr.String())
+	} else {
+		if data, err := os.ReadFile("/proc/self/mountinfo"); err == nil && strings.Contains(string(data), work) {
+			t.Errorf("a mount under %s is left behind:\n%s", work, data)
+		}
+		if _, err := os.Stat(work); !os.IsNotExist(err) {
+			t.Errorf("work directory %s not removed (%v)", work, err)
+		}
+	}
+
+	res, err := bench.Load(jsonPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Targets) != 2 || res.Targets[0].Name != "tmpfs" || res.Targets[1].Name != "noop" {
+		t.Fatalf("targets = %+v, want tmpfs and noop", res.Targets)
+	}
+	if res.Targets[1].Exclusion || !res.Targets[0].Exclusion {
+		t.Errorf("exclusion flags: %+v", res.Targets)
+	}
+	groupsSeen := map[string]bool{}
+	for _, m := range res.Measurements {
+		groupsSeen[m.Group] = true
+		for _, tg := range res.Targets {
+			s := m.Results[tg.Name]
+			if s == nil {
+				if strings.HasPrefix(m.ID, "rss.") && tg.ServerPID == 0 {
+					continue // n/a: no server process
+				}
+				t.Errorf("%s: no result for %s", m.ID, tg.Name)
+				continue
+			}
+			want := res.Config.Rounds
+			if isScale(m.Group) {
+				want = res.Config.ScaleRounds
+			}
+			if len(s.Rounds) != want {
+				t.Errorf("%s on %s: %d rounds, want %d", m.ID, tg.Name, len(s.Rounds), want)
+			}
+			for _, v := range append(s.Rounds, s.Median) {
+				if !(v > 0) {
+					t.Errorf("%s on %s: value %v is not positive (%+v)", m.ID, tg.Name, v, s)
+				}
+			}
+			if m.Group == "handoff" && s.Real == !tg.Exclusion {
+				t.Errorf("%s on %s: real = %v with exclusion %v", m.ID, tg.Name, s.Real, tg.Exclusion)
+			}
+		}
+		if m.ID == "handoff.rate" {
+			if v := m.Results["tmpfs"].Extra["violations"]; sum(v) != 0 {
+				t.Errorf("the kernel broke mutual exclusion in the handoff? violations %v", v)
+			}
+		}
+	}
+	for _, g := range groups {
+		if !groupsSeen[g] {
+			t.Errorf("no measurement of group %s", g)
+		}
+	}
+	if !strings.Contains(stdout.String(), "noop/tmpfs") || !strings.Contains(stdout.String(), "mutual exclusion does NOT hold") {
+		t.Errorf("the table lacks the noop/tmpfs ratio or the no-exclusion warning:\n%s", stdout.String())
+	}
+
+	checkPNG(t, pngPath)
+	replot := filepath.Join(dir, "replot.png")
+	if out, err := exec.Command(bin, "plot", jsonPath, replot).CombinedOutput(); err != nil {
+		t.Fatalf("lockbench plot: %v\n%s", err, out)
+	}
+	checkPNG(t, replot)
+}
+
+func checkPNG(t *testing.T, path string) {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	img, err := png.Decode(f)
+	if err != nil {
+		t.Fatalf("%s: not a PNG: %v", path, err)
+	}
+	if b := img.Bounds(); b.Dx() < 800 || b.Dy() < 600 {
+		t.Errorf("%s: %v is too small for a chart", path, b)
+	}
+}
+
+func TestParseFlags(t *testing.T) {
+	cfg, err := parseFlags([]string{"-quick", "-rounds", "4", "x=/tmp"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.rounds != 4 || cfg.duration.Milliseconds() != 100 || cfg.scaleMax != 1000 {
+		t.Errorf("-quick -rounds 4: rounds %d, duration %v, scale-max %d; want 4, 100ms, 1000", cfg.rounds, cfg.duration, cfg.scaleMax)
+	}
+	if len(cfg.targets) != 3 || len(cfg.dirs) != 1 {
+		t.Errorf("targets %v, dirs %v", cfg.targets, cfg.dirs)
+	}
+	for _, bad := range [][]string{
+		{"-targets", "ext4"},
+		{"-only", "nosuch"},
+		{"-targets", "none"},
+		{"-scale-max", "10"},
+	} {
+		if _, err := parseFlags(bad); err == nil {
+			t.Errorf("parseFlags(%q) accepted", bad)
+		}
+	}
+}
+
+func TestSelectSteps(t *testing.T) {
+	all := plan(&config{scaleMax: 10000})
+	for only, want := range map[string]int{
+		"handoff":              1,
+		"throughput":           8,
+		"scale":                2 + 2 + 2, // files 1k, 10k; locks and ranges 1k, 10k
+		"throughput.shared.4":  1,
+		"files.create.10000":   1,
+		"setlk,ofd,flock,oslo": 4,
+	} {
+		got, err := selectSteps(all, strings.Split(only, ","))
+		if err != nil || len(got) != want {
+			t.Errorf("-only %s: %d steps (%v), want %d", only, len(got), err, want)
+		}
+	}
+}
