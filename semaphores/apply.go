@@ -59,19 +59,20 @@ func (t *Table) attempt(f *file, sp *space, req *Request, now time.Time, w *wait
 }
 
 func (t *Table) newRecord(sp *space, h *holder, req *Request, start, end uint64, now time.Time) *record {
-	if req.Type == WriteLock {
-		sp.writers++
-	}
-	return &record{
+	r := &record{
 		holder: h, typ: req.Type, start: start, end: end,
 		pid: req.Pid, uid: req.Uid, fh: req.Fh, since: now,
 	}
+	if r.typ == WriteLock {
+		sp.addWriter(r)
+	}
+	return r
 }
 
 // dropRecord forgets r, which has left its holder's list.
 func (f *file) dropRecord(sp *space, r *record) {
 	if r.typ == WriteLock {
-		sp.writers--
+		sp.dropWriter(r)
 	}
 	f.wakeBlocked(r)
 }
@@ -90,7 +91,7 @@ func (t *Table) applyPosix(f *file, sp *space, h *holder, req *Request, now time
 		reason = ReasonUnlock
 	}
 	recs := h.recs
-	out := make([]*record, 0, len(recs)+2)
+	out := f.scratch[:0] // rebuilt here, then copied back into h.recs
 	start, end := req.Start, req.End
 	added := false
 	var survivor *record // the record that absorbs a lock request
@@ -162,7 +163,7 @@ scan:
 		c.more = slices.Clone(right.more)
 		leftCopy = &c
 		if c.typ == WriteLock {
-			sp.writers++
+			sp.addWriter(leftCopy) // before right, which has the same start for now
 		}
 		// Insert the copy before the new record, if one was just added.
 		if !added && req.Type != Unlock {
@@ -196,8 +197,11 @@ scan:
 		survivor.start, survivor.end = start, end
 		survivor.addFh(req.Fh)
 	}
-	h.recs = out
-	if len(out) == 0 {
+	h.recs = append(h.recs[:0], out...)
+	clear(h.recs[len(out):cap(h.recs)])
+	clear(out)
+	f.scratch = out[:0]
+	if len(h.recs) == 0 {
 		sp.dropHolder(h)
 	}
 }

@@ -728,6 +728,19 @@ func spaceInvariants(sp *space) error {
 	if writers != sp.writers {
 		return fmt.Errorf("writers = %d, records have %d", sp.writers, writers)
 	}
+	if sp.kind == SpacePOSIX {
+		if len(sp.wix) != writers {
+			return fmt.Errorf("write index has %d records, space %d", len(sp.wix), writers)
+		}
+		for i, r := range sp.wix {
+			if r.typ != WriteLock || r.holder == nil || r.holder.space != sp {
+				return fmt.Errorf("write index entry %d is not a write record of this space", i)
+			}
+			if i > 0 && sp.wix[i-1].end >= r.start {
+				return fmt.Errorf("write index entries %d..%d and %d..%d unsorted or overlapping", sp.wix[i-1].start, sp.wix[i-1].end, r.start, r.end)
+			}
+		}
+	}
 	if sp.byKey != nil {
 		if len(sp.byKey) != n {
 			return fmt.Errorf("byKey has %d entries, list %d", len(sp.byKey), n)

@@ -2,6 +2,7 @@ package semaphores
 
 import (
 	"slices"
+	"sort"
 	"time"
 )
 
@@ -87,6 +88,7 @@ type holder struct {
 	space *space
 	key   uint64
 	owner uint64
+	seq   uint64 // position in kernel order: holders are only appended
 	ofd   bool
 	recs  []*record
 	// prev and next keep holders in the kernel's list order: an owner is
@@ -123,6 +125,14 @@ type space struct {
 	// lock call stays cheap with thousands of owners on one file.
 	byKey   map[uint64]*holder
 	writers int // number of write records: read requests skip the scan when 0
+	// wix holds the POSIX space's write records sorted by start. They
+	// never overlap (two owners cannot both hold a byte for writing), so
+	// the ones a read request meets are one run of it, found by binary
+	// search: a read lock costs O(log n) however many writers hold other
+	// ranges of the file. Starts only move without crossing another
+	// write record (trims, merges), so the order stays valid.
+	wix       []*record
+	holderSeq uint64 // order number of the last holder appended
 	// queue holds every blocked waiter in arrival order.
 	queue   waitList
 	pollers map[uint64]*poller
@@ -161,7 +171,8 @@ func (sp *space) holder(key uint64) *holder {
 
 // addHolder appends a new, empty holder at the tail of the list.
 func (sp *space) addHolder(key, owner uint64, ofd bool) *holder {
-	h := &holder{space: sp, key: key, owner: owner, ofd: ofd, prev: sp.tail}
+	sp.holderSeq++
+	h := &holder{space: sp, key: key, owner: owner, ofd: ofd, prev: sp.tail, seq: sp.holderSeq}
 	if sp.tail != nil {
 		sp.tail.next = h
 	} else {
@@ -227,8 +238,13 @@ func (h *holder) firstOverlap(start, end uint64) *record {
 // firstConflict returns the first applied record, in kernel order (R15),
 // that conflicts with req (R13, R26), or nil.
 func (sp *space) firstConflict(req *Request) *record {
-	if req.Type == ReadLock && sp.writers == 0 {
-		return nil
+	if req.Type == ReadLock {
+		if sp.writers == 0 {
+			return nil
+		}
+		if sp.kind == SpacePOSIX && sp.nholders > holderIndexThreshold {
+			return sp.firstWriteConflict(req)
+		}
 	}
 	self := sp.key(req)
 	for h := sp.head; h != nil; h = h.next {
@@ -261,6 +277,49 @@ func (sp *space) firstConflict(req *Request) *record {
 		}
 	}
 	return nil
+}
+
+// firstWriteConflict is firstConflict for a read request, through the
+// write index: among the write records of other owners overlapping the
+// range, the one first in kernel order (the earliest holder, then the
+// lowest start).
+func (sp *space) firstWriteConflict(req *Request) *record {
+	self := sp.key(req)
+	i := sort.Search(len(sp.wix), func(i int) bool { return sp.wix[i].end >= req.Start })
+	var best *record
+	for ; i < len(sp.wix) && sp.wix[i].start <= req.End; i++ {
+		r := sp.wix[i]
+		if r.holder.key != self && (best == nil || r.holder.seq < best.holder.seq) {
+			best = r
+		}
+	}
+	return best
+}
+
+// addWriter and dropWriter count write records and keep the POSIX
+// space's write index.
+func (sp *space) addWriter(r *record) {
+	sp.writers++
+	if sp.kind != SpacePOSIX {
+		return
+	}
+	i := sort.Search(len(sp.wix), func(i int) bool { return sp.wix[i].start >= r.start })
+	sp.wix = slices.Insert(sp.wix, i, r)
+}
+
+func (sp *space) dropWriter(r *record) {
+	sp.writers--
+	if sp.kind != SpacePOSIX {
+		return
+	}
+	i := sort.Search(len(sp.wix), func(i int) bool { return sp.wix[i].start >= r.start })
+	for i < len(sp.wix) && sp.wix[i] != r && sp.wix[i].start == r.start {
+		i++
+	}
+	if i >= len(sp.wix) || sp.wix[i] != r {
+		i = slices.Index(sp.wix, r) // not expected: the order holds
+	}
+	sp.wix = slices.Delete(sp.wix, i, i+1)
 }
 
 // firstOwnOverlap answers F_OFD_GETLK(F_UNLCK) (R23): the first record of

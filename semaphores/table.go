@@ -104,6 +104,9 @@ type file struct {
 	// was the last one its RELEASE is on its way. A lock call through
 	// the description removes it.
 	closing map[uint64]time.Time
+	// scratch is applyPosix's working slice, kept to spare an
+	// allocation per call.
+	scratch []*record
 }
 
 func (f *file) space(s Space) *space {
