@@ -37,6 +37,10 @@ type FS struct {
 
 	lastIno atomic.Uint64 // inode numbers are never reused
 	seq     atomic.Uint64 // directory-listing order, see dir.order
+	// pathGen counts changes that can change a node's path (rename,
+	// unlink, rmdir, link), bumped once the tree shows them; it
+	// invalidates the names cached by Name.
+	pathGen atomic.Uint64
 	inodes  atomic.Int64  // live inodes, for MaxFiles and statfs
 	bytes   atomic.Int64  // content bytes, for MaxBytes and statfs
 
@@ -114,11 +118,31 @@ func (fsys *FS) IsFile(ino uint64) bool {
 // root ("dir/name"). A file with no name left (unlinked while open) is
 // reported with its last name and the suffix " (deleted)", like
 // /proc/locks readers show it.
+//
+// Every audit event asks, so the answer is cached per node and computed
+// again only after the tree changed shape (FS.pathGen).
 func (fsys *FS) Name(ino uint64) (name, rel string) {
 	n := fsys.lookupNode(ino)
 	if n == nil {
 		return "", ""
 	}
+	gen := fsys.pathGen.Load()
+	if c := n.path.Load(); c != nil && c.gen == gen {
+		return c.name, c.rel
+	}
+	name, rel = fsys.computeName(n)
+	n.path.Store(&cachedPath{gen: gen, name: name, rel: rel})
+	return name, rel
+}
+
+// cachedPath is a node's name and path as of tree generation gen.
+type cachedPath struct {
+	gen       uint64
+	name, rel string
+}
+
+// computeName walks from n up to the root.
+func (fsys *FS) computeName(n *node) (name, rel string) {
 	var segs []string
 	for p := &n.Inode; ; {
 		nm, parent := p.Parent()

@@ -140,6 +140,28 @@ func (r *lockRaw) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string,
 	return st
 }
 
+// Rename, Unlink, Rmdir and Link change paths: once the bridge has
+// updated the tree, the names cached for the audit log are invalidated.
+func (r *lockRaw) Rename(cancel <-chan struct{}, in *fuse.RenameIn, oldName, newName string) fuse.Status {
+	defer r.fsys.pathGen.Add(1)
+	return r.RawFileSystem.Rename(cancel, in, oldName, newName)
+}
+
+func (r *lockRaw) Unlink(cancel <-chan struct{}, in *fuse.InHeader, name string) fuse.Status {
+	defer r.fsys.pathGen.Add(1)
+	return r.RawFileSystem.Unlink(cancel, in, name)
+}
+
+func (r *lockRaw) Rmdir(cancel <-chan struct{}, in *fuse.InHeader, name string) fuse.Status {
+	defer r.fsys.pathGen.Add(1)
+	return r.RawFileSystem.Rmdir(cancel, in, name)
+}
+
+func (r *lockRaw) Link(cancel <-chan struct{}, in *fuse.LinkIn, name string, out *fuse.EntryOut) fuse.Status {
+	defer r.fsys.pathGen.Add(1)
+	return r.RawFileSystem.Link(cancel, in, name, out)
+}
+
 // Release is sent when the last fd of an open file description is gone:
 // its flock lock (when the kernel says FUSE_RELEASE_FLOCK_UNLOCK) and its
 // OFD locks go, and the engine forgets the handle, whose number go-fuse

@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -58,6 +59,8 @@ type node struct {
 	// name is the last name the node had, kept for the audit trail of a
 	// file unlinked while still open and locked.
 	name string
+	// path caches FS.Name's answer.
+	path atomic.Pointer[cachedPath]
 }
 
 // base returns the embedded node of any lockfs inode.

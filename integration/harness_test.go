@@ -325,7 +325,7 @@ type Event struct {
 // field (start-up messages and the like) are left out.
 func (m *Mount) Events(t testing.TB) []Event {
 	t.Helper()
-	b, err := os.ReadFile(m.LogPath)
+	b, err := readSettled(m.LogPath)
 	if err != nil {
 		t.Fatalf("audit log: %v", err)
 	}
@@ -357,6 +357,24 @@ func (m *Mount) Events(t testing.TB) []Event {
 		})
 	}
 	return evs
+}
+
+// readSettled reads a log file once it has stopped growing. lockfs
+// writes audit events from a queue, a moment after the lock call that
+// caused them returned (see package logging), so a test that has just
+// seen a call return waits for the writer to catch up.
+func readSettled(path string) ([]byte, error) {
+	const settle, limit = 30 * time.Millisecond, 5 * time.Second
+	b, err := os.ReadFile(path)
+	for deadline := time.Now().Add(limit); err == nil && time.Now().Before(deadline); {
+		time.Sleep(settle)
+		var again []byte
+		if again, err = os.ReadFile(path); err == nil && len(again) == len(b) {
+			return again, nil
+		}
+		b = again
+	}
+	return b, err
 }
 
 func str(v any) string {

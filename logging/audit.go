@@ -1,6 +1,9 @@
 package logging
 
 import (
+	"bytes"
+	"fmt"
+	"io"
 	"os"
 	"strconv"
 	"strings"
@@ -28,32 +31,123 @@ type Resolver func(node uint64) (name, path string)
 // the words people grep for: `Got file lock "NAME" at PATH` and
 // `Released file lock "NAME" at PATH`.
 type Audit struct {
+	// log writes synchronously (held_long warnings, and events that
+	// arrive after Close).
 	log      zerolog.Logger
+	level    zerolog.Level
 	resolve  Resolver
 	commands commandCache
+
+	out     io.Writer // the log file, shared with the other log lines
+	console bool
+	queue   chan auditEntry
+	done    chan struct{}
+	// mu guards closed: LockEvent sends on queue only while it is open.
+	mu     sync.RWMutex
+	closed bool
 }
+
+// auditEntry is an event with the names resolved when it happened.
+type auditEntry struct {
+	e                   semaphores.Event
+	name, path, command string
+}
+
+const (
+	// auditQueue is how many events may wait for the writer; beyond
+	// that, lock calls wait (nothing is dropped).
+	auditQueue = 4096
+	// auditBatch caps the bytes written with one write(2).
+	auditBatch = 64 << 10
+)
 
 var _ semaphores.Observer = (*Audit)(nil)
 
-// NewAudit returns an observer writing to l.
+// NewAudit returns an observer writing to l, and starts its writer;
+// Close stops it.
 func NewAudit(l *Logger, resolve Resolver) *Audit {
-	return &Audit{log: l.audit, resolve: resolve}
+	a := &Audit{
+		log: l.audit, level: l.level, resolve: resolve,
+		out: l.out, console: l.console,
+		queue: make(chan auditEntry, auditQueue), done: make(chan struct{}),
+	}
+	go a.run()
+	return a
 }
 
-// LockEvent writes one line for e. It never drops an event that passes
-// the configured level.
+// LockEvent records e. Its lock name, path and command are resolved now;
+// the line is formatted and written by the writer goroutine.
 func (a *Audit) LockEvent(e semaphores.Event) {
-	var ev *zerolog.Event
-	switch e.Kind {
-	case semaphores.EventDeadlock:
-		ev = a.log.Warn()
-	default:
-		ev = a.log.Info()
-	}
-	if ev == nil {
-		return // below the configured level
+	if eventLevel(e.Kind) < a.level {
+		return
 	}
 	name, path := a.resolve(e.Node)
+	ent := auditEntry{e: e, name: name, path: path, command: a.commands.lookup(e.Pid, e.Time)}
+	a.mu.RLock()
+	if !a.closed {
+		a.queue <- ent
+		a.mu.RUnlock()
+		return
+	}
+	a.mu.RUnlock()
+	a.format(a.log, &ent) // after Close: write it at once
+}
+
+// Close writes every queued event and stops the writer. Events that
+// arrive later are written synchronously.
+func (a *Audit) Close() {
+	a.mu.Lock()
+	if !a.closed {
+		a.closed = true
+		close(a.queue)
+	}
+	a.mu.Unlock()
+	<-a.done
+}
+
+// run formats queued events into one buffer and writes it when the
+// queue is momentarily empty (or the buffer full): one write(2) per
+// burst instead of one per event.
+func (a *Audit) run() {
+	defer close(a.done)
+	var buf bytes.Buffer
+	var w io.Writer = &buf
+	if a.console {
+		w = consoleWriterTo(&buf, isTerminal(a.out))
+	}
+	zl := zerolog.New(w)
+	for ent := range a.queue {
+		buf.Reset()
+		a.format(zl, &ent)
+	drain:
+		for buf.Len() < auditBatch {
+			select {
+			case next, ok := <-a.queue:
+				if !ok {
+					break drain
+				}
+				a.format(zl, &next)
+			default:
+				break drain
+			}
+		}
+		if _, err := a.out.Write(buf.Bytes()); err != nil {
+			fmt.Fprintf(os.Stderr, "lockfs: writing the audit log: %v\n", err)
+		}
+	}
+}
+
+func eventLevel(k semaphores.EventKind) zerolog.Level {
+	if k == semaphores.EventDeadlock {
+		return zerolog.WarnLevel
+	}
+	return zerolog.InfoLevel
+}
+
+// format writes one audit line for ent through zl.
+func (a *Audit) format(zl zerolog.Logger, ent *auditEntry) {
+	e, name, path := &ent.e, ent.name, ent.path
+	ev := zl.WithLevel(eventLevel(e.Kind))
 	ev.Time(zerolog.TimestampFieldName, e.Time).
 		Str("event", e.Kind.String()).
 		Str("lock", name).
@@ -63,7 +157,7 @@ func (a *Audit) LockEvent(e semaphores.Event) {
 		Uint64("start", e.Start).
 		Uint64("end", e.End).
 		Uint32("pid", e.Pid).
-		Str("command", a.commands.lookup(e.Pid, e.Time)).
+		Str("command", ent.command).
 		Uint32("uid", e.Uid).
 		Str("owner", hex(e.Owner)).
 		Uint64("fh", e.Fh)

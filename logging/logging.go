@@ -2,12 +2,17 @@
 // events into audit lines.
 //
 // Output is JSON lines (one object per event) to a file or to stderr, or
-// zerolog's human console format. Every line is written with one write(2)
-// while a mutex is held, so concurrent events never interleave, and the
-// file can be reopened (SIGHUP, after logrotate renamed it) without losing
-// or duplicating a line. Audit events are never sampled, buffered or
-// dropped: an event is on its way to the file before the lock call that
-// caused it is answered.
+// zerolog's human console format. Writes hold a mutex, so lines never
+// interleave, and the file can be reopened (SIGHUP, after logrotate
+// renamed it) without losing or duplicating a line.
+//
+// Audit events are never sampled or dropped. They are formatted and
+// written by one goroutine, in the order they happened, in batches (one
+// write(2) for all the events queued meanwhile), so that logging stays
+// off the path of lock requests; when the queue is full, the lock calls
+// wait for it. An event reaches the file within milliseconds; only if
+// lockfs itself is killed (kill -9) are the events still queued lost,
+// along with every lock it served.
 package logging
 
 import (
@@ -55,8 +60,10 @@ type Config struct {
 type Logger struct {
 	zerolog.Logger
 	// audit writes events with their own timestamp (no automatic one).
-	audit zerolog.Logger
-	out   *reopener
+	audit   zerolog.Logger
+	out     *reopener
+	console bool
+	level   zerolog.Level
 }
 
 // New opens the log output described by cfg.
@@ -75,29 +82,38 @@ func New(cfg Config) (*Logger, error) {
 	} else if err := out.open(); err != nil {
 		return nil, err
 	}
-	var w io.Writer = out
+	console := false
 	switch cfg.Format {
 	case FormatJSON:
 	case FormatConsole:
-		w = consoleWriter(out)
+		console = true
 	case FormatAuto:
-		if isTerminal(out.f) {
-			w = consoleWriter(out)
-		}
+		console = isTerminal(out.f)
 	default:
 		return nil, fmt.Errorf("invalid log format %q (want json or console)", cfg.Format)
+	}
+	var w io.Writer = out
+	if console {
+		w = consoleWriter(out)
 	}
 	zerolog.TimeFieldFormat = TimeFormat
 	base := zerolog.New(w).Level(level)
 	return &Logger{
-		Logger: base.With().Timestamp().Logger(),
-		audit:  base,
-		out:    out,
+		Logger:  base.With().Timestamp().Logger(),
+		audit:   base,
+		out:     out,
+		console: console,
+		level:   level,
 	}, nil
 }
 
 func consoleWriter(out io.Writer) io.Writer {
-	return zerolog.ConsoleWriter{Out: out, TimeFormat: "15:04:05.000000", NoColor: !isTerminal(out)}
+	return consoleWriterTo(out, isTerminal(out))
+}
+
+// consoleWriterTo formats lines for humans into out, in colour if color.
+func consoleWriterTo(out io.Writer, color bool) io.Writer {
+	return zerolog.ConsoleWriter{Out: out, TimeFormat: "15:04:05.000000", NoColor: !color}
 }
 
 func isTerminal(w io.Writer) bool {

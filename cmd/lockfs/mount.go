@@ -369,6 +369,7 @@ func serve(o *mountOptions, ready *readiness) error {
 		name, rel := fsys.Name(node)
 		return name, filepath.Join(o.mountpoint, rel)
 	})
+	defer audit.Close() // writes the queued events before the log closes
 	table, stopViews, err := startViews(&o.views, logger, audit, fsys)
 	if err != nil {
 		return err
