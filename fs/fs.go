@@ -41,8 +41,8 @@ type FS struct {
 	// unlink, rmdir, link), bumped once the tree shows them; it
 	// invalidates the names cached by Name.
 	pathGen atomic.Uint64
-	inodes  atomic.Int64  // live inodes, for MaxFiles and statfs
-	bytes   atomic.Int64  // content bytes, for MaxBytes and statfs
+	inodes  atomic.Int64 // live inodes, for MaxFiles and statfs
+	bytes   atomic.Int64 // content bytes, for MaxBytes and statfs
 
 	// mu guards nodes, the index from inode number (== FUSE NodeId, as
 	// the bridge runs with ExternalNodeID) to node, which names lock
