@@ -35,6 +35,9 @@ type MountConfig struct {
 	NoExec bool
 	// Debug logs every FUSE request through Logger.
 	Debug bool
+	// Tuning sets the kernel's caches and queue; nil means
+	// DefaultTuning.
+	Tuning *Tuning
 	// Logger receives go-fuse's own messages; nil: the standard logger.
 	Logger *log.Logger
 	// PanicHandler turns a panic in a request handler into an errno; go-
@@ -48,11 +51,30 @@ type Mounted struct {
 	FS *FS
 }
 
-// attrTimeout is how long the kernel may cache entries and attributes.
-// Every change to the tree goes through the kernel, which invalidates
-// what it changes, so caching is coherent; nodes whose content changes
-// behind the kernel's back set their own zero timeout.
-const attrTimeout = time.Second
+// Tuning is what the kernel may cache and queue. Every change to the
+// tree goes through the kernel, which invalidates what it changes, so
+// caching entries, attributes and even absent names is coherent; the
+// .lockfs views, whose content changes behind the kernel's back, set
+// their own zero timeouts. No value here changes lock semantics: lock
+// requests are never cached.
+type Tuning struct {
+	EntryTimeout    time.Duration
+	AttrTimeout     time.Duration
+	NegativeTimeout time.Duration
+	// MaxBackground is FUSE's max_background (go-fuse's default, 12,
+	// when 0); RELEASE is a background request.
+	MaxBackground int
+	// NoReaddirPlus lists directories with READDIR rather than
+	// READDIRPLUS.
+	NoReaddirPlus bool
+}
+
+// DefaultTuning is what lockfs uses unless told otherwise; the choices
+// are measured in README's "Performance" section.
+var DefaultTuning = Tuning{
+	EntryTimeout: time.Second,
+	AttrTimeout:  time.Second,
+}
 
 // Mount mounts the namespace fsys at cfg.Mountpoint and starts serving
 // it. The kernel forwards every lock request to lockfs (EnableLocks, R1);
@@ -86,11 +108,21 @@ func Mount(fsys *FS, cfg MountConfig) (*Mounted, error) {
 		mo.Options = append(mo.Options, "noexec")
 	}
 	fsys.SetLockState(cfg.Engine, cfg.Mountpoint) // for .lockfs and the user.lockfs.* xattrs
-	timeout := attrTimeout
+	tune := DefaultTuning
+	if cfg.Tuning != nil {
+		tune = *cfg.Tuning
+	}
+	mo.MaxBackground = tune.MaxBackground
+	mo.DisableReadDirPlus = tune.NoReaddirPlus
+	var negative *time.Duration
+	if tune.NegativeTimeout > 0 {
+		negative = &tune.NegativeTimeout
+	}
 	raw := gofs.NewNodeFS(fsys.Root(), &gofs.Options{
 		MountOptions:    mo,
-		EntryTimeout:    &timeout,
-		AttrTimeout:     &timeout,
+		EntryTimeout:    &tune.EntryTimeout,
+		AttrTimeout:     &tune.AttrTimeout,
+		NegativeTimeout: negative,
 		NullPermissions: true, // a mode of 000 stays 000
 		ExternalNodeID:  true, // NodeId == our inode number
 		RootStableAttr:  &gofs.StableAttr{Ino: fuse.FUSE_ROOT_ID},

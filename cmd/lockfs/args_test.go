@@ -57,7 +57,7 @@ func TestRewriteArgs(t *testing.T) {
 		{name: "ro", in: "mem /m -o ro", err: "read-only"},
 		{name: "ro among others", in: "mem /m -o allow_other,ro,nofail", err: "read-only"},
 		{name: "unknown", in: "mem /m -o max_read=4096", err: `unknown mount option "max_read"`},
-		{name: "unknown lists known", in: "mem /m -o bogus", err: "allow_other, debug, default_permissions"},
+		{name: "unknown lists known", in: "mem /m -o bogus", err: "allow_other, attr_timeout=, debug, default_permissions"},
 		{name: "value missing", in: "mem /m -o log_file", err: "log_file needs a value"},
 		{name: "foreground is not an option", in: "mem /m -o foreground", err: "mount(8) waits"},
 		{name: "source is not an option", in: "mem /m -o source=mem", err: "first argument"},

@@ -48,6 +48,7 @@ type mountOptions struct {
 	maxFiles             int64
 	maxBytes             int64
 	debug                bool
+	tuning               lockfs.Tuning // kernel cache and queue settings
 
 	lazyUnmount bool // on SIGTERM with files still open, detach the mount
 	recover     bool // lazily unmount a stale mount at the mountpoint first
@@ -144,6 +145,11 @@ comment=* and x-* are ignored; ro is refused.`,
 	f.BoolVar(&o.recover, "recover", false, "lazily unmount a stale lockfs mount (left by a killed lockfs) at MOUNTPOINT first")
 	f.BoolVar(&o.nonempty, "nonempty", false, "mount even if MOUNTPOINT has files, hiding them (and any lock held on them)")
 	f.BoolVar(&o.debug, "debug", false, "log every FUSE request (very verbose)")
+	f.DurationVar(&o.tuning.EntryTimeout, "entry-timeout", lockfs.DefaultTuning.EntryTimeout, "how long the kernel may cache a name lookup")
+	f.DurationVar(&o.tuning.AttrTimeout, "attr-timeout", lockfs.DefaultTuning.AttrTimeout, "how long the kernel may cache a file's attributes")
+	f.DurationVar(&o.tuning.NegativeTimeout, "negative-timeout", lockfs.DefaultTuning.NegativeTimeout, "how long the kernel may cache that a name does not exist")
+	f.IntVar(&o.tuning.MaxBackground, "max-background", lockfs.DefaultTuning.MaxBackground, "most asynchronous FUSE requests (RELEASE among them) the kernel keeps in flight")
+	f.BoolVar(&o.tuning.NoReaddirPlus, "no-readdirplus", lockfs.DefaultTuning.NoReaddirPlus, "list directories without attributes (READDIR instead of READDIRPLUS)")
 	addViewFlags(f, &o.views)
 	f.IntVar(&o.readyFD, "ready-fd", -1, "internal: report readiness on this fd")
 	_ = f.MarkHidden("ready-fd")
@@ -384,6 +390,7 @@ func serve(o *mountOptions, ready *readiness) error {
 		NoDefaultPermissions: !defaultPermissions,
 		NoExec:               o.noExec,
 		Debug:                o.debug,
+		Tuning:               &o.tuning,
 		Logger:               log.New(zerologWriter{logger.Logger, zerolog.WarnLevel}, "go-fuse: ", 0),
 		PanicHandler: func(v any) fuse.Status {
 			logger.Error().Interface("panic", v).Msg("request handler panicked; answered EIO")
