@@ -29,6 +29,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/lockfs/lockfs/internal/mountinfo"
 )
 
 const (
@@ -404,45 +406,18 @@ func num(v any) float64 {
 }
 
 // mountedAt reports whether dir is a mount point in this process's mount
-// namespace, and with which file system type.
+// namespace, and the file system type of the topmost mount on it.
 func mountedAt(dir string) (fstype string, ok bool) {
-	b, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
+	e, ok, err := mountinfo.At(dir)
+	if err != nil || !ok {
 		return "", false
 	}
-	for _, line := range strings.Split(string(b), "\n") {
-		// id parent maj:min root mountpoint opts [optional...] - fstype source superopts
-		pre, post, found := strings.Cut(line, " - ")
-		f := strings.Fields(pre)
-		if !found || len(f) < 5 || unescapeMountinfo(f[4]) != dir {
-			continue
-		}
-		if p := strings.Fields(post); len(p) > 0 {
-			fstype, ok = p[0], true // keep going: the last mount on top wins
-		}
-	}
-	return fstype, ok
+	return e.FSType, true
 }
 
 // unescapeMountinfo undoes the octal escapes (\040 for a space, …) of
 // /proc/self/mountinfo paths.
-func unescapeMountinfo(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+4 <= len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
+func unescapeMountinfo(s string) string { return mountinfo.Unescape(s) }
 
 // realDir resolves symlinks, so that the path matches mountinfo.
 func realDir(t testing.TB, dir string) string {

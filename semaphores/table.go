@@ -254,6 +254,22 @@ func (t *Table) Getlk(req Request) (Lock, error) {
 	return Lock{Type: Unlock}, nil
 }
 
+// begin validates req, locks its file (the caller unlocks it) and makes
+// the request's first attempt: nil, or the first lock in its way.
+func (t *Table) begin(req *Request) (f *file, sp *space, now time.Time, blocker *record, err error) {
+	if err := req.validate(); err != nil {
+		return nil, nil, time.Time{}, nil, err
+	}
+	f = t.lockFile(req.Node, true)
+	now = t.now()
+	sp = f.space(req.Space)
+	f.touched(req.Fh)
+	if req.Space == SpaceFlock {
+		f.noteDescriptionOwner(req.Fh, req.Owner)
+	}
+	return f, sp, now, t.attempt(f, sp, req, now, nil), nil
+}
+
 // Setlk answers F_SETLK, F_OFD_SETLK, lockf(F_TLOCK/F_ULOCK) and
 // flock(LOCK_NB). It applies req atomically (R14) or, on a conflict with
 // an applied lock, changes nothing and returns ErrWouldBlock (R17).
@@ -270,17 +286,10 @@ func (t *Table) Getlk(req Request) (Lock, error) {
 // was closed within Options.ReleaseGrace, Setlk waits for that RELEASE
 // up to the grace before answering EAGAIN.
 func (t *Table) Setlk(req Request) error {
-	if err := req.validate(); err != nil {
+	f, sp, now, blocker, err := t.begin(&req)
+	if err != nil {
 		return err
 	}
-	f := t.lockFile(req.Node, true)
-	now := t.now()
-	sp := f.space(req.Space)
-	f.touched(req.Fh)
-	if req.Space == SpaceFlock {
-		f.noteDescriptionOwner(req.Fh, req.Owner)
-	}
-	blocker := t.attempt(f, sp, &req, now, nil)
 	if blocker == nil {
 		t.wake(f, now)
 		t.unlockFile(f)
@@ -328,17 +337,10 @@ func (t *Table) Setlk(req Request) error {
 // decided atomically under the file's mutex (R19): a cancelled wait never
 // leaves a lock behind, and a granted one is always reported as granted.
 func (t *Table) Setlkw(ctx context.Context, req Request) error {
-	if err := req.validate(); err != nil {
+	f, sp, now, blocker, err := t.begin(&req)
+	if err != nil {
 		return err
 	}
-	f := t.lockFile(req.Node, true)
-	now := t.now()
-	sp := f.space(req.Space)
-	f.touched(req.Fh)
-	if req.Space == SpaceFlock {
-		f.noteDescriptionOwner(req.Fh, req.Owner)
-	}
-	blocker := t.attempt(f, sp, &req, now, nil)
 	var w *waiter
 	if blocker != nil {
 		if w = t.enqueue(f, sp, &req, blocker, now); w == nil {

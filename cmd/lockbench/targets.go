@@ -7,7 +7,6 @@ package main
 // parent-death signal so that a killed lockbench does not leave it behind.
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
@@ -22,6 +21,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/lockfs/lockfs/internal/bench"
+
+	"github.com/lockfs/lockfs/internal/mountinfo"
 )
 
 const (
@@ -298,30 +299,14 @@ func tail(path string) string {
 	return string(b)
 }
 
-// mountedAt reports the fstype of the mount whose mount point is dir, per
-// /proc/self/mountinfo (the last one, if stacked).
-func mountedAt(dir string) (string, bool) {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
+// mountedAt reports whether dir is a mount point in this process's mount
+// namespace, and the file system type of the topmost mount on it.
+func mountedAt(dir string) (fstype string, ok bool) {
+	e, ok, err := mountinfo.At(dir)
+	if err != nil || !ok {
 		return "", false
 	}
-	defer f.Close()
-	fstype, found := "", false
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 7 || unescapeMount(fields[4]) != dir {
-			continue
-		}
-		for i, x := range fields[6:] {
-			if x == "-" && 6+i+1 < len(fields) {
-				fstype, found = fields[6+i+1], true
-				break
-			}
-		}
-	}
-	return fstype, found
+	return e.FSType, true
 }
 
 // fsTypeOf names the filesystem dir lives on (its nearest mount), or "".
@@ -334,25 +319,6 @@ func fsTypeOf(dir string) string {
 			return ""
 		}
 	}
-}
-
-// unescapeMount undoes mountinfo's octal escapes (\040 for a space).
-func unescapeMount(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 // rssMiB is VmRSS of pid in MiB.

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/lockfs/lockfs/internal/mountinfo"
 )
 
 func TestPidfile(t *testing.T) {
@@ -133,23 +135,14 @@ func TestCheck(t *testing.T) {
 	}
 }
 
-func TestParseMountTable(t *testing.T) {
-	text := `22 1 0:21 / /proc rw,nosuid,nodev,noexec,relatime shared:5 - proc proc rw
-42 26 0:39 / /tmp/with\040space rw,nosuid,nodev,relatime shared:9 master:1 - fuse.lockfs mem rw,user_id=0,group_id=0,default_permissions,allow_other,max_read=131072
-43 42 0:40 / /tmp/with\040space rw,nosuid,nodev,relatime - tmpfs tmpfs rw
-garbage line
-`
-	got := parseMountTable(text)
-	if len(got) != 3 {
-		t.Fatalf("%d entries, want 3: %+v", len(got), got)
-	}
-	want := mountTableEntry{Mountpoint: "/tmp/with space", MountOpts: "rw,nosuid,nodev,relatime", FSType: "fuse.lockfs",
-		Source: "mem", SuperOpts: "rw,user_id=0,group_id=0,default_permissions,allow_other,max_read=131072"}
-	if got[1] != want {
-		t.Errorf("entry %+v, want %+v", got[1], want)
-	}
-	if !got[1].isLockfs() || got[2].isLockfs() {
-		t.Error("isLockfs wrong")
+func TestIsLockfs(t *testing.T) {
+	for _, c := range []struct {
+		fstype string
+		want   bool
+	}{{"fuse.lockfs", true}, {"tmpfs", false}, {"fuse.sshfs", false}, {"fuse", false}} {
+		if got := (mountTableEntry{mountinfo.Entry{FSType: c.fstype}}).isLockfs(); got != c.want {
+			t.Errorf("isLockfs(%q) = %v", c.fstype, got)
+		}
 	}
 }
 

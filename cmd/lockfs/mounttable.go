@@ -5,84 +5,33 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 
 	lockfs "github.com/lockfs/lockfs/fs"
+	"github.com/lockfs/lockfs/internal/mountinfo"
 )
 
-// mountTableEntry is one line of /proc/self/mountinfo (proc(5)).
+// mountTableEntry is one mount of /proc/self/mountinfo.
 type mountTableEntry struct {
-	Mountpoint string
-	MountOpts  string // per-mount: rw,nosuid,nodev,…
-	FSType     string // fuse.lockfs
-	Source     string // mem
-	SuperOpts  string // per-superblock: user_id=0,group_id=0,default_permissions,allow_other
+	mountinfo.Entry
 }
 
-// readMountTable parses /proc/self/mountinfo.
+// readMountTable returns the machine's mounts, in the kernel's order.
 func readMountTable() ([]mountTableEntry, error) {
-	b, err := os.ReadFile("/proc/self/mountinfo")
+	entries, err := mountinfo.Read()
 	if err != nil {
 		return nil, err
 	}
-	return parseMountTable(string(b)), nil
-}
-
-func parseMountTable(text string) []mountTableEntry {
-	var out []mountTableEntry
-	for _, line := range strings.Split(text, "\n") {
-		// id parent maj:min root mountpoint opts [optional…] - fstype source superopts
-		pre, post, found := strings.Cut(line, " - ")
-		f, p := strings.Fields(pre), strings.Fields(post)
-		if !found || len(f) < 6 || len(p) < 3 {
-			continue
-		}
-		out = append(out, mountTableEntry{
-			Mountpoint: unescapeMountTable(f[4]),
-			MountOpts:  f[5],
-			FSType:     p[0],
-			Source:     unescapeMountTable(p[1]),
-			SuperOpts:  p[2],
-		})
+	out := make([]mountTableEntry, len(entries))
+	for i, e := range entries {
+		out[i] = mountTableEntry{e}
 	}
-	return out
-}
-
-// unescapeMountTable undoes the octal escapes (\040 for a space, …) of
-// mountinfo fields.
-func unescapeMountTable(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+4 <= len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
+	return out, nil
 }
 
 // mountAt returns the topmost mount on dir, if dir is a mount point.
 func mountAt(dir string) (mountTableEntry, bool, error) {
-	mounts, err := readMountTable()
-	if err != nil {
-		return mountTableEntry{}, false, err
-	}
-	var top mountTableEntry
-	found := false
-	for _, m := range mounts {
-		if m.Mountpoint == dir {
-			top, found = m, true // later lines are mounted on top
-		}
-	}
-	return top, found, nil
+	e, ok, err := mountinfo.At(dir)
+	return mountTableEntry{e}, ok, err
 }
 
 // canonicalMountpoint returns the absolute path, with symbolic links
