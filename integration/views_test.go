@@ -51,9 +51,23 @@ func runLocksCmd(t *testing.T, args ...string) (string, string, int) {
 		t.Fatalf("lockfs binary: %v", lockfsBuildErr)
 	}
 	cmd := exec.Command(lockfsBin, append([]string{"locks"}, args...)...)
-	var out, errb bytes.Buffer
+	var out, errb lockedBuffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("lockfs locks: %v", err)
+	}
+	waited := make(chan error, 1)
+	go func() { waited <- cmd.Wait() }()
+	var err error
+	select {
+	case err = <-waited:
+	case <-time.After(locksCmdLimit):
+		// A process reading from a FUSE mount whose server has read
+		// the request but does not answer cannot even be killed until
+		// it does: only another test's (or another user's) mount can
+		// do that to the all-mounts listing.
+		return out.String(), errb.String(), locksCmdHung
+	}
 	code := 0
 	var ee *exec.ExitError
 	switch {
@@ -64,6 +78,13 @@ func runLocksCmd(t *testing.T, args ...string) (string, string, int) {
 	}
 	return out.String(), errb.String(), code
 }
+
+// locksCmdLimit bounds a `lockfs locks` run; locksCmdHung is the exit
+// status runLocksCmd reports when it did not end by then.
+const (
+	locksCmdLimit = 60 * time.Second
+	locksCmdHung  = -1
+)
 
 // locksJSON runs `lockfs locks -J ARGS…` and returns its objects.
 func locksJSON(t *testing.T, args ...string) []map[string]any {
@@ -320,7 +341,9 @@ func TestViews(t *testing.T) {
 	// (Other tests' mounts may be stopped or dead: those are reported
 	// on stderr with exit status 1, and the others still listed.)
 	all, stderr, code := runLocksCmd(t, "-J")
-	if (code != 0 && (code != 1 || strings.Contains(stderr, mnt))) || len(filterRows(decodeLocks(t, []byte(all)), mnt)) != len(want) {
+	if code == locksCmdHung {
+		t.Logf("lockfs locks -J (all mounts) did not end within %v: some other lockfs mount on this machine does not answer; not checked", locksCmdLimit)
+	} else if (code != 0 && (code != 1 || strings.Contains(stderr, mnt))) || len(filterRows(decodeLocks(t, []byte(all)), mnt)) != len(want) {
 		t.Errorf("lockfs locks -J (all mounts), exit %d, lacks this mount's rows:\n%s\n%s", code, all, stderr)
 	}
 	if out, _, _ := runLocksCmd(t, "-J", "-p", strconv.Itoa(b.pid), mnt); len(decodeLocks(t, []byte(out))) != 1 {

@@ -147,12 +147,29 @@ type reopener struct {
 }
 
 func (r *reopener) open() error {
-	f, err := os.OpenFile(r.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, LogFileMode)
+	f, err := openLogFile(r.path)
 	if err != nil {
 		return fmt.Errorf("open log file: %w", err)
 	}
 	r.f = f
 	return nil
+}
+
+// openLogFile opens path for appending, creating it with LogFileMode. An
+// existing file that others could write to (an audit trail anyone could
+// forge lines in) has its group and world write bits removed.
+func openLogFile(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, LogFileMode)
+	if err != nil {
+		return nil, err
+	}
+	if st, err := f.Stat(); err == nil && st.Mode().IsRegular() && st.Mode().Perm()&0o022 != 0 {
+		if err := f.Chmod(st.Mode().Perm() &^ 0o022); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("%s is writable by others (mode %v) and cannot be made private: %w", path, st.Mode().Perm(), err)
+		}
+	}
+	return f, nil
 }
 
 func (r *reopener) Write(p []byte) (int, error) {
@@ -165,7 +182,7 @@ func (r *reopener) reopen() error {
 	if r.path == "" {
 		return nil
 	}
-	f, err := os.OpenFile(r.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, LogFileMode)
+	f, err := openLogFile(r.path)
 	if err != nil {
 		return fmt.Errorf("reopen log file: %w", err)
 	}
