@@ -59,6 +59,9 @@ const (
 	auditQueue = 4096
 	// auditBatch caps the bytes written with one write(2).
 	auditBatch = 64 << 10
+	// auditDelay is how long the writer lets events accumulate after the
+	// first of a burst: the most an event waits before its write(2).
+	auditDelay = 2 * time.Millisecond
 )
 
 var _ semaphores.Observer = (*Audit)(nil)
@@ -105,9 +108,9 @@ func (a *Audit) Close() {
 	<-a.done
 }
 
-// run formats queued events into one buffer and writes it when the
-// queue is momentarily empty (or the buffer full): one write(2) per
-// burst instead of one per event.
+// run formats queued events into one buffer and writes it auditDelay
+// after the first (or when the buffer is full): one wake-up and one
+// write(2) per burst instead of one per event.
 func (a *Audit) run() {
 	defer close(a.done)
 	var buf bytes.Buffer
@@ -119,6 +122,10 @@ func (a *Audit) run() {
 	for ent := range a.queue {
 		buf.Reset()
 		a.format(zl, &ent)
+		// Let a burst accumulate: events sent meanwhile wait in the
+		// channel without waking this goroutine, and go out with one
+		// write(2) below.
+		time.Sleep(auditDelay)
 	drain:
 		for buf.Len() < auditBatch {
 			select {

@@ -8,9 +8,9 @@
 //
 // Audit events are never sampled or dropped. They are formatted and
 // written by one goroutine, in the order they happened, in batches (one
-// write(2) for all the events queued meanwhile), so that logging stays
-// off the path of lock requests; when the queue is full, the lock calls
-// wait for it. An event reaches the file within milliseconds; only if
+// write(2) for the events of up to 2 ms), so that logging stays off the
+// path of lock requests; when the queue is full, the lock calls wait for
+// it. An event reaches the file within a few milliseconds; only if
 // lockfs itself is killed (kill -9) are the events still queued lost,
 // along with every lock it served.
 package logging
