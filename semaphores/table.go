@@ -256,18 +256,51 @@ func (t *Table) Getlk(req Request) (Lock, error) {
 
 // begin validates req, locks its file (the caller unlocks it) and makes
 // the request's first attempt: nil, or the first lock in its way.
-func (t *Table) begin(req *Request) (f *file, sp *space, now time.Time, blocker *record, err error) {
+func (t *Table) begin(req *Request, h *held) (sp *space, now time.Time, blocker *record, err error) {
 	if err := req.validate(); err != nil {
-		return nil, nil, time.Time{}, nil, err
+		return nil, time.Time{}, nil, err
 	}
-	f = t.lockFile(req.Node, true)
+	f := h.lock(t, req.Node, true)
 	now = t.now()
 	sp = f.space(req.Space)
 	f.touched(req.Fh)
 	if req.Space == SpaceFlock {
 		f.noteDescriptionOwner(req.Fh, req.Owner)
 	}
-	return f, sp, now, t.attempt(f, sp, req, now, nil), nil
+	return sp, now, t.attempt(f, sp, req, now, nil), nil
+}
+
+// held is a file whose mutex an engine call holds. Every entry point
+// defers held.release, so that the mutex is released on every path,
+// including a panic that go-fuse recovers (which would otherwise leave
+// the file locked and every later request on it hanging).
+type held struct {
+	f      *file
+	locked bool
+}
+
+func (h *held) lock(t *Table, node uint64, create bool) *file {
+	h.f = t.lockFile(node, create)
+	h.locked = h.f != nil
+	return h.f
+}
+
+// unlock releases the mutex for a wait; relock takes it again.
+func (h *held) unlock() {
+	h.locked = false
+	h.f.mu.Unlock()
+}
+
+func (h *held) relock() {
+	h.f.mu.Lock()
+	h.locked = true
+}
+
+func (h *held) release() {
+	if h.locked {
+		h.locked = false
+		h.f.mu.Unlock()
+	}
 }
 
 // Setlk answers F_SETLK, F_OFD_SETLK, lockf(F_TLOCK/F_ULOCK) and
@@ -286,20 +319,21 @@ func (t *Table) begin(req *Request) (f *file, sp *space, now time.Time, blocker 
 // was closed within Options.ReleaseGrace, Setlk waits for that RELEASE
 // up to the grace before answering EAGAIN.
 func (t *Table) Setlk(req Request) error {
-	f, sp, now, blocker, err := t.begin(&req)
+	var h held
+	defer h.release()
+	sp, now, blocker, err := t.begin(&req, &h)
 	if err != nil {
 		return err
 	}
+	f := h.f
 	if blocker == nil {
 		t.wake(f, now)
-		t.unlockFile(f)
 		return nil
 	}
 	due, pending := t.releaseDue(f, blocker, now)
 	if !pending {
 		t.refuse(f, sp, &req, blocker, now)
 		t.wake(f, now)
-		t.unlockFile(f)
 		return ErrWouldBlock
 	}
 	// The lock in the way belongs to a description that was just
@@ -309,10 +343,9 @@ func (t *Table) Setlk(req Request) error {
 	w := t.enqueueGrace(f, sp, &req, blocker, now, due)
 	t.wake(f, now)
 	if w.decided {
-		t.unlockFile(f)
 		return w.err
 	}
-	f.mu.Unlock()
+	h.unlock()
 	timer := time.NewTimer(due.Sub(now))
 	defer timer.Stop()
 	select {
@@ -320,8 +353,7 @@ func (t *Table) Setlk(req Request) error {
 		return w.err
 	case <-timer.C:
 	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
+	h.relock()
 	if w.decided {
 		return w.err
 	}
@@ -337,10 +369,13 @@ func (t *Table) Setlk(req Request) error {
 // decided atomically under the file's mutex (R19): a cancelled wait never
 // leaves a lock behind, and a granted one is always reported as granted.
 func (t *Table) Setlkw(ctx context.Context, req Request) error {
-	f, sp, now, blocker, err := t.begin(&req)
+	var h held
+	defer h.release()
+	sp, now, blocker, err := t.begin(&req, &h)
 	if err != nil {
 		return err
 	}
+	f := h.f
 	var w *waiter
 	if blocker != nil {
 		if w = t.enqueue(f, sp, &req, blocker, now); w == nil {
@@ -350,29 +385,24 @@ func (t *Table) Setlkw(ctx context.Context, req Request) error {
 	t.wake(f, now)
 	switch {
 	case blocker == nil:
-		t.unlockFile(f)
 		return nil
 	case w == nil:
-		t.unlockFile(f)
 		return ErrDeadlock
 	case w.decided:
-		t.unlockFile(f)
 		return w.err
 	}
-	f.mu.Unlock() // f is not empty: w is queued
+	h.unlock() // f stays in the table: w is queued
 
 	select {
 	case <-w.ready:
 		return w.err
 	case <-ctx.Done():
 	}
-	f.mu.Lock()
+	h.relock()
 	if w.decided {
-		f.mu.Unlock()
 		return w.err
 	}
 	t.interrupt(f, sp, w, t.now())
-	t.unlockFile(f)
 	return ErrInterrupted
 }
 
@@ -382,7 +412,9 @@ func (t *Table) Setlkw(ctx context.Context, req Request) error {
 // or other nodes. It needs no context: it completes even when the
 // request was interrupted (R9). A polling owner that closes gives up.
 func (t *Table) Flush(node, fh, owner uint64) {
-	f := t.lockFile(node, false)
+	var hd held
+	defer hd.release()
+	f := hd.lock(t, node, false)
 	if f == nil {
 		return
 	}
@@ -402,7 +434,6 @@ func (t *Table) Flush(node, fh, owner uint64) {
 	}
 	t.wake(f, now)
 	t.deleteIfEmpty(f)
-	f.mu.Unlock()
 }
 
 // Release handles a FUSE RELEASE (R12): the open file description rel.Fh
@@ -419,7 +450,9 @@ func (t *Table) Flush(node, fh, owner uint64) {
 // used: its close sent FLUSH first.) FlockUnlock and Owner are therefore
 // not needed to find the flock lock.
 func (t *Table) Release(rel ReleaseRequest) {
-	f := t.lockFile(rel.Node, false)
+	var hd held
+	defer hd.release()
+	f := hd.lock(t, rel.Node, false)
 	if f == nil {
 		return
 	}
@@ -446,7 +479,6 @@ func (t *Table) Release(rel ReleaseRequest) {
 	delete(f.closing, fh)
 	t.wake(f, now)
 	t.deleteIfEmpty(f)
-	f.mu.Unlock()
 }
 
 // hasLocksOf reports whether description fh holds any lock on f.
