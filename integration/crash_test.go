@@ -568,3 +568,32 @@ func relWaitsOnFUSE(pid int) bool {
 	}
 	return false
 }
+
+// TestLockfsKilledKeepsAnsweredEvents: an audit event is never lost, also
+// when lockfs dies (issue 5): once a lock call has been answered, its
+// event must be in the log even if lockfs is killed the next moment. A
+// writer that batches events after answering loses them.
+func TestLockfsKilledKeepsAnsweredEvents(t *testing.T) {
+	const rounds = 3
+	lost := 0
+	for i := 0; i < rounds; i++ {
+		om := startOwnLockfs(t, ownMountOpts{})
+		a := startActor(t, fmt.Sprintf("locker%d", i), om.Dir, "")
+		fd := relMustReply(t, a, "open answered rw", "OK ")
+		relMustReply(t, a, "setlk "+fd+" WR SET 0 0", "OK")
+		om.Proc.Kill() // right after the answer
+		<-om.exited
+		found := false
+		for _, e := range relReadEvents(t, om.LogPath) {
+			if e.Event == "acquired" && e.Lock == "answered" && e.Pid == a.pid {
+				found = true
+			}
+		}
+		if !found {
+			lost++
+		}
+	}
+	if lost > 0 {
+		t.Errorf("the acquired event of an answered lock call was missing from the log after kill -9 in %d of %d rounds", lost, rounds)
+	}
+}

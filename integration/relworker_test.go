@@ -22,6 +22,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -97,10 +98,36 @@ type relProc struct {
 	cmd    *exec.Cmd
 	stdin  *os.File
 	lines  chan string // stdout, line by line; closed at EOF
-	stderr *lockedBuffer
+	stderr *fileLog
 	exited chan struct{} // closed once reaped
 	reaped int64         // relMonoNow() when reaped
-	state  *os.ProcessState
+	// died is relMonoNow() when the process exited (its pidfd became
+	// readable), which can be earlier than reaped on a loaded machine.
+	died  atomic.Int64
+	state *os.ProcessState
+}
+
+// fileLog is a worker's stderr: an unlinked temporary file, so that
+// waiting for the worker never waits for a pipe to drain.
+type fileLog struct{ f *os.File }
+
+func newFileLog() (*fileLog, error) {
+	f, err := os.CreateTemp("", "lockfs-rel-stderr-")
+	if err != nil {
+		return nil, err
+	}
+	os.Remove(f.Name())
+	return &fileLog{f}, nil
+}
+
+func (l *fileLog) String() string {
+	st, err := l.f.Stat()
+	if err != nil {
+		return err.Error()
+	}
+	b := make([]byte, min(st.Size(), 64<<10))
+	n, _ := l.f.ReadAt(b, st.Size()-int64(len(b)))
+	return string(b[:n])
 }
 
 // startRel starts the test binary in role with env ("K=V") added. With
@@ -142,10 +169,18 @@ func spawnRel(exe, role string, env []string, cred *syscall.Credential) (*relPro
 		inW.Close()
 		return nil, err
 	}
-	p := &relProc{role: role, stdin: inW, lines: make(chan string, 1024), stderr: &lockedBuffer{}, exited: make(chan struct{})}
+	stderr, err := newFileLog()
+	if err != nil {
+		inR.Close()
+		inW.Close()
+		outR.Close()
+		outW.Close()
+		return nil, err
+	}
+	p := &relProc{role: role, stdin: inW, lines: make(chan string, 1024), stderr: stderr, exited: make(chan struct{})}
 	cmd := exec.Command(exe)
 	cmd.Env = append(append(os.Environ(), relRoleEnv+"="+role), env...)
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = inR, outW, p.stderr
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = inR, outW, stderr.f
 	cmd.Dir = "/"
 	if cred != nil {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
@@ -159,6 +194,18 @@ func spawnRel(exe, role string, env []string, cred *syscall.Credential) (*relPro
 		return nil, err
 	}
 	p.cmd, p.pid = cmd, cmd.Process.Pid
+	if pidfd, err := unix.PidfdOpen(p.pid, 0); err == nil {
+		go func() {
+			defer unix.Close(pidfd)
+			fds := []unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}
+			for {
+				if _, err := unix.Poll(fds, -1); err != unix.EINTR {
+					break
+				}
+			}
+			p.died.Store(relMonoNow())
+		}()
+	}
 	go func() {
 		defer close(p.lines)
 		sc := bufio.NewScanner(outR)
@@ -224,6 +271,15 @@ func (p *relProc) finish(t testing.TB, d time.Duration) {
 	}
 }
 
+// deathTime is when the worker exited: as seen through its pidfd, or
+// else when it was reaped. Call it once exited is closed.
+func (p *relProc) deathTime() int64 {
+	if d := p.died.Load(); d != 0 {
+		return d
+	}
+	return p.reaped
+}
+
 // kill SIGKILLs the worker and reaps it.
 func (p *relProc) kill(t testing.TB) {
 	p.stdin.Close()
@@ -231,6 +287,7 @@ func (p *relProc) kill(t testing.TB) {
 	syscall.Kill(p.pid, syscall.SIGKILL)
 	select {
 	case <-p.exited:
+		p.stderr.f.Close()
 	case <-time.After(stopTimeout):
 		t.Errorf("%s worker (pid %d) not reaped %v after SIGKILL (state %s, wchan %s)",
 			p.role, p.pid, stopTimeout, procState(p.pid), relProcWchan(p.pid))

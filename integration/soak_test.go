@@ -44,9 +44,6 @@ package integration
 //	LOCKFS_SOAK=10m go test ./integration -run TestSoak -v -timeout 30m
 
 import (
-	"bufio"
-	"bytes"
-	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -100,14 +97,15 @@ type soakLock struct {
 }
 
 type soakWorker struct {
-	dir    string
-	nfiles int
-	rng    *rand.Rand
-	rec    int // record file, O_APPEND
-	stop   <-chan struct{}
-	sec    int
-	wid    int
-	ops    int
+	dir      string
+	nfiles   int
+	rng      *rand.Rand
+	rec      int // record file, O_APPEND
+	stop     <-chan struct{}
+	sec      int
+	wid      int
+	ops      int // lock calls and closes
+	sections int
 }
 
 // soakWorkerMain runs lock sections until stdin closes. Records (one
@@ -197,7 +195,7 @@ func (w *soakWorker) section() {
 		w.release(l1)
 	}
 	w.pause(2 * time.Millisecond)
-	if w.ops%256 < 4 {
+	if w.sections++; w.sections%32 == 0 {
 		w.record("C %d", w.ops)
 	}
 }
@@ -501,9 +499,10 @@ type SoakReport struct {
 	KillsWaiting      int     `json:"sigkills_of_blocked_waiters"`
 	Stops             int     `json:"sigstops"`
 	StopsWaiting      int     `json:"sigstops_of_blocked_waiters"`
-	MaxReapS          float64 `json:"max_reap_s"`
+	MaxReapS          float64 `json:"max_sigkill_to_exit_s"`
 	Violations        int     `json:"violations"`
 	AuditViolations   int     `json:"audit_violations"`
+	AuditMismatches   int     `json:"audit_unmatched_releases"`
 	Leaks             int     `json:"leaks"`
 	Hangs             int     `json:"hangs"`
 	LostEvents        int     `json:"lost_events"`
@@ -700,6 +699,7 @@ func TestSoak(t *testing.T) {
 			t.Errorf("worker %d did not stop within %v:\n%s", sp.id, soakMaxWait, relProcDiag(sp.p.pid))
 		}
 	}
+	time.Sleep(50 * time.Millisecond) // let the pidfd watchers record the last deaths
 	for _, sp := range procs {
 		if !sp.killed {
 			continue
@@ -713,14 +713,17 @@ func TestSoak(t *testing.T) {
 		if sp.p.state.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
 			t.Errorf("worker %d: %v before it was killed:\n%s", sp.id, sp.p.state, sp.p.stderr)
 		}
-		reap := time.Duration(sp.p.reaped - sp.killAt)
+		// Dead, as the kernel says (pidfd), after the kill: the
+		// reaping itself may lag on a loaded machine.
+		reap := time.Duration(sp.p.deathTime() - sp.killAt)
 		rep.MaxReapS = max(rep.MaxReapS, reap.Seconds())
 		if reap > soakReapWithin {
 			rep.Hangs++
 			mu.Lock()
 			diag := sp.slowDeath
 			mu.Unlock()
-			t.Errorf("worker %d reaped %v after SIGKILL, want < %v; %v after the kill:\n%s", sp.id, reap, soakReapWithin, soakReapWithin/2, diag)
+			t.Errorf("worker %d died %v after SIGKILL (reaped after %v), want < %v; %v after the kill:\n%s",
+				sp.id, reap, time.Duration(sp.p.reaped-sp.killAt), soakReapWithin, soakReapWithin/2, diag)
 		}
 	}
 	rep.WorkersStarted = len(procs)
@@ -796,12 +799,20 @@ func TestSoak(t *testing.T) {
 	for _, v := range a.violations {
 		rep.AuditViolations++
 		if rep.AuditViolations <= 10 {
-			t.Errorf("audit log: %s", v)
+			t.Errorf("audit log: %s%s", v, auditContextOf(m.LogPath, v, rep.AuditViolations <= 3))
 		}
 	}
 	for _, l := range a.leaks() {
 		rep.Leaks++
 		t.Errorf("audit log: %s", l)
+	}
+	// Every acquired is matched by exactly one released.
+	mismatches := append(a.pieces, a.unmatched()...)
+	rep.AuditMismatches = len(mismatches)
+	for i, l := range mismatches {
+		if i < 10 {
+			t.Errorf("audit log: %s%s", l, auditContextOf(m.LogPath, l, i < 3))
+		}
 	}
 	for _, sp := range procs {
 		got, want := a.acquiredBy[sp.p.pid], recs[sp.id].acquisitions
@@ -865,416 +876,23 @@ func TestSoak(t *testing.T) {
 	}
 }
 
+// auditContextOf adds the events that led to an anomaly reported as
+// "line N: PATH: …" (when want is set).
+func auditContextOf(logPath, anomaly string, want bool) string {
+	var line int
+	var path string
+	if !want {
+		return ""
+	}
+	if _, err := fmt.Sscanf(anomaly, "line %d: %s", &line, &path); err != nil {
+		return ""
+	}
+	return "\n" + auditContext(logPath, line, strings.TrimSuffix(path, ":"), 25)
+}
+
 // rssNear: lockfs's RSS is back near its start. The Go heap is returned
 // to the kernel lazily, so allow a fixed slack; a leak of per-owner or
 // per-handle state over a run grows without bound.
 func rssNear(start, now relProcMem) bool {
 	return now.RSSKiB <= start.RSSKiB+48*1024
-}
-
-// ---- the records ---------------------------------------------------------
-
-type soakSection struct {
-	worker     int
-	file       int
-	space      byte
-	kind       byte
-	write      bool
-	start, end uint64
-	from, to   int64
-	byKill     bool // ended by the worker's death
-}
-
-type soakRecords struct {
-	id           int
-	sections     []soakSection
-	acquisitions int
-	ops          int
-	waits        int
-	deadlocks    int
-	maxWait      int64
-	openWait     bool
-	waitSpans    [][2]int64
-}
-
-func readSoakRecords(sp *soakProc) (*soakRecords, error) {
-	f, err := os.Open(sp.recPath)
-	if err != nil {
-		if os.IsNotExist(err) {
-			return &soakRecords{id: sp.id}, nil
-		}
-		return nil, err
-	}
-	defer f.Close()
-	r := &soakRecords{id: sp.id}
-	open := map[int]int{}    // sec → index in sections
-	waits := map[int]int64{} // wid → start
-	sc := bufio.NewScanner(f)
-	sc.Split(relCompleteLines)
-	for sc.Scan() {
-		fl := strings.Fields(sc.Text())
-		if len(fl) == 0 {
-			continue
-		}
-		n := func(i int) int64 {
-			if i >= len(fl) {
-				return -1
-			}
-			v, err := strconv.ParseInt(fl[i], 10, 64)
-			if err != nil {
-				return -1
-			}
-			return v
-		}
-		switch fl[0] {
-		case "B":
-			if len(fl) != 9 {
-				continue // torn by SIGKILL: not claimed
-			}
-			end, _ := strconv.ParseUint(fl[7], 10, 64)
-			s := soakSection{
-				worker: sp.id, file: int(n(2)), space: fl[3][0], kind: fl[4][0], write: n(5) == unix.F_WRLCK,
-				start: uint64(n(6)), end: end, from: n(8), to: -1,
-			}
-			open[int(n(1))] = len(r.sections)
-			r.sections = append(r.sections, s)
-			r.acquisitions++
-		case "E":
-			if len(fl) != 3 {
-				continue
-			}
-			if i, ok := open[int(n(1))]; ok {
-				r.sections[i].to = n(2)
-				delete(open, int(n(1)))
-			}
-		case "W":
-			if len(fl) == 3 {
-				waits[int(n(1))] = n(2)
-			}
-		case "w":
-			if len(fl) != 4 {
-				continue
-			}
-			from, ok := waits[int(n(1))]
-			if !ok {
-				continue
-			}
-			delete(waits, int(n(1)))
-			r.waits++
-			r.maxWait = max(r.maxWait, n(2)-from)
-			r.waitSpans = append(r.waitSpans, [2]int64{from, n(2)})
-			if syscall.Errno(n(3)) == unix.EDEADLK {
-				r.deadlocks++
-			}
-		case "C":
-			r.ops = max(r.ops, int(n(1)))
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return nil, err
-	}
-	for _, i := range open {
-		if !sp.killed {
-			return nil, fmt.Errorf("worker %d exited holding section %+v", sp.id, r.sections[i])
-		}
-		// It held the lock when SIGKILL was sent (or, if it recorded
-		// the section as the signal was on its way, when it did).
-		r.sections[i].to, r.sections[i].byKill = max(sp.killAt, r.sections[i].from), true
-	}
-	for _, from := range waits {
-		if sp.killed {
-			r.maxWait = max(r.maxWait, sp.killAt-from)
-			r.waitSpans = append(r.waitSpans, [2]int64{from, sp.killAt})
-		} else {
-			r.openWait = true
-		}
-	}
-	return r, nil
-}
-
-// relCompleteLines is bufio.ScanLines without the final line when it lacks
-// its newline: a record torn by SIGKILL claims nothing.
-func relCompleteLines(data []byte, atEOF bool) (int, []byte, error) {
-	if i := bytes.IndexByte(data, '\n'); i >= 0 {
-		return i + 1, data[:i], nil
-	}
-	if atEOF {
-		return len(data), nil, nil
-	}
-	return 0, nil, nil
-}
-
-func (r *soakRecords) holdingAt(t int64) bool {
-	for _, s := range r.sections {
-		if s.from <= t && t <= s.to {
-			return true
-		}
-	}
-	return false
-}
-
-func (r *soakRecords) waitingAt(t int64) bool {
-	for _, w := range r.waitSpans {
-		if w[0] <= t && t <= w[1] {
-			return true
-		}
-	}
-	return false
-}
-
-// soakViolations finds recorded sections of different workers that held
-// incompatible locks on the same bytes at the same time.
-func soakViolations(recs []*soakRecords) []string {
-	type key struct {
-		file  int
-		space byte
-	}
-	byKey := map[key][]soakSection{}
-	for _, r := range recs {
-		for _, s := range r.sections {
-			k := key{s.file, s.space}
-			byKey[k] = append(byKey[k], s)
-		}
-	}
-	var out []string
-	for k, ss := range byKey {
-		slices.SortFunc(ss, func(a, b soakSection) int { return cmp.Compare(a.from, b.from) })
-		var active []soakSection
-		for _, s := range ss {
-			active = slices.DeleteFunc(active, func(a soakSection) bool { return a.to <= s.from })
-			for _, a := range active {
-				if a.worker == s.worker {
-					continue // one process's own sections never overlap a file (see section)
-				}
-				if !a.write && !s.write {
-					continue
-				}
-				if a.end < s.start || s.end < a.start {
-					continue
-				}
-				out = append(out, fmt.Sprintf("%s space %c: worker %d held %c %s %d..%d over [%d, %d]; worker %d got %c %s %d..%d at %d",
-					soakName(k.file), k.space, a.worker, a.kind, relModeName(a.write), a.start, a.end, a.from, a.to,
-					s.worker, s.kind, relModeName(s.write), s.start, s.end, s.from))
-			}
-			active = append(active, s)
-		}
-	}
-	return out
-}
-
-// relTailFile returns the last n lines of a file.
-func relTailFile(path string, n int) string {
-	b, _ := os.ReadFile(path)
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	return strings.Join(lines[max(0, len(lines)-n):], "\n") + "\n"
-}
-
-func relModeName(write bool) string {
-	if write {
-		return "W"
-	}
-	return "R"
-}
-
-// ---- the audit log -------------------------------------------------------
-
-type auditLine struct {
-	Event string `json:"event"`
-	Path  string `json:"path"`
-	Kind  string `json:"kind"`
-	Mode  string `json:"mode"`
-	Start uint64 `json:"start"`
-	End   uint64 `json:"end"`
-	Pid   int    `json:"pid"`
-	Owner string `json:"owner"`
-}
-
-type auditHold struct {
-	owner      string
-	write      bool
-	start, end uint64
-}
-
-// auditReplay is lockfs's lock state rebuilt from its audit log.
-type auditReplay struct {
-	events, acquired, released int
-	acquiredBy                 map[int]int // pid → acquired events
-	held                       map[string][]auditHold
-	waiting                    map[string]bool // path/space/owner with an open wait
-	violations                 []string
-}
-
-// analyseAudit replays the audit log. Per file and space it keeps the
-// holds of each owner: an acquired adds one, a released must remove
-// exactly one with the same owner, mode and range (every acquired is
-// matched by exactly one released for workloads, like the soak's, that
-// never merge or split their own ranges); an acquired that conflicts with
-// another owner's hold is a violation as seen by lockfs itself. A
-// waiting stays open until acquired or gave_up.
-func analyseAudit(path string) (*auditReplay, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	a := &auditReplay{acquiredBy: map[int]int{}, held: map[string][]auditHold{}, waiting: map[string]bool{}}
-	sc := bufio.NewScanner(f)
-	sc.Buffer(nil, 1<<20)
-	for n := 1; sc.Scan(); n++ {
-		var l auditLine
-		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
-			return nil, fmt.Errorf("audit log line %d: %v: %s", n, err, sc.Bytes())
-		}
-		switch l.Event {
-		case "waiting", "acquired", "released", "interrupted", "deadlock", "gave_up":
-			a.events++
-		default:
-			continue
-		}
-		space := "posix"
-		if l.Kind == "flock" {
-			space = "flock"
-		}
-		fk := l.Path + "\x00" + space
-		wk := fk + "\x00" + l.Owner
-		h := auditHold{owner: l.Owner, write: l.Mode == "write", start: l.Start, end: l.End}
-		switch l.Event {
-		case "acquired":
-			a.acquired++
-			a.acquiredBy[l.Pid]++
-			delete(a.waiting, wk)
-			for _, o := range a.held[fk] {
-				switch {
-				case o.owner == h.owner:
-					if o == h {
-						a.violations = append(a.violations, fmt.Sprintf("line %d: %s acquired twice without a release: %+v", n, l.Path, h))
-					}
-				case (o.write || h.write) && o.start <= h.end && h.start <= o.end:
-					a.violations = append(a.violations, fmt.Sprintf("line %d: %s: %s got %s %d..%d while %s holds %s %d..%d",
-						n, l.Path, h.owner, l.Mode, h.start, h.end, o.owner, relModeName(o.write), o.start, o.end))
-				}
-			}
-			a.held[fk] = append(a.held[fk], h)
-		case "released":
-			a.released++
-			i := slices.Index(a.held[fk], h)
-			if i < 0 {
-				a.violations = append(a.violations, fmt.Sprintf("line %d: %s: released %s %d..%d of %s, which holds no such lock",
-					n, l.Path, l.Mode, h.start, h.end, h.owner))
-				continue
-			}
-			a.held[fk] = slices.Delete(a.held[fk], i, i+1)
-		case "waiting":
-			a.waiting[wk] = true
-		case "gave_up":
-			delete(a.waiting, wk)
-		}
-	}
-	return a, sc.Err()
-}
-
-// leaks lists holds and waits the log never ended.
-func (a *auditReplay) leaks() []string {
-	var out []string
-	for k, hs := range a.held {
-		for _, h := range hs {
-			out = append(out, fmt.Sprintf("acquired, never released: %s %+v", strings.ReplaceAll(k, "\x00", " "), h))
-		}
-	}
-	for k := range a.waiting {
-		out = append(out, "waiting, never resolved: "+strings.ReplaceAll(k, "\x00", " "))
-	}
-	slices.Sort(out)
-	return out
-}
-
-// ---- recycled description owners ---------------------------------------
-
-// recycleMain reproduces, in one process, what the soak found: it locks
-// a file through a description and closes it, at once opens the file
-// again and takes the same lock through the new description, then checks
-// from a third description that the lock is really held. The kernel
-// frees the first description before lockfs has handled its RELEASE
-// (sent asynchronously), and hands the same address, hence the same lock
-// owner value (R4), to the next open: an engine that keys description
-// locks (flock, OFD) by owner alone lets the late RELEASE of the first
-// description drop the second one's lock. It prints "DONE n violations=v".
-func recycleMain() int {
-	path, kind, n := os.Getenv("LOCKFS_REL_FILE"), os.Getenv("LOCKFS_REL_KIND"), relEnvInt("LOCKFS_REL_N", 100)
-	lock := func(fd int, nb bool) error {
-		if kind == "flock" {
-			how := unix.LOCK_EX
-			if nb {
-				how |= unix.LOCK_NB
-			}
-			return unix.Flock(fd, how)
-		}
-		lk := unix.Flock_t{Type: unix.F_WRLCK}
-		cmd := unix.F_OFD_SETLKW
-		if nb {
-			cmd = unix.F_OFD_SETLK
-		}
-		return unix.FcntlFlock(uintptr(fd), cmd, &lk)
-	}
-	open := func() int {
-		fd, err := unix.Open(path, unix.O_RDWR|unix.O_CREAT|unix.O_CLOEXEC, 0o644)
-		if err != nil {
-			fmt.Println("FAIL open:", err)
-			os.Exit(3)
-		}
-		return fd
-	}
-	violations := 0
-	for i := 0; i < n; i++ {
-		fd1 := open()
-		if err := lock(fd1, false); err != nil {
-			fmt.Println("FAIL lock 1:", err)
-			return 3
-		}
-		unix.Close(fd1)
-		fd2 := open()
-		if err := lock(fd2, false); err != nil {
-			fmt.Println("FAIL lock 2:", err)
-			return 3
-		}
-		time.Sleep(5 * time.Millisecond) // let the first RELEASE arrive
-		fd3 := open()
-		switch err := lock(fd3, true); {
-		case err == nil:
-			violations++
-		case !errors.Is(err, unix.EAGAIN):
-			fmt.Println("FAIL lock 3:", err)
-			return 3
-		}
-		unix.Close(fd3)
-		unix.Close(fd2)
-	}
-	fmt.Printf("DONE %d violations=%d\n", n, violations)
-	return 0
-}
-
-// TestRecycledDescriptionOwners: a flock or OFD lock taken through a new
-// open file description stays held while the kernel's RELEASE of an
-// earlier, closed description with the same owner value arrives. tmpfs
-// is the reference (it has no asynchronous RELEASE).
-func TestRecycledDescriptionOwners(t *testing.T) {
-	n := relEnvInt("LOCKFS_RECYCLE_N", 300)
-	m := mountLockfs(t)
-	tmp := mountTmpfs(t)
-	for _, kind := range []string{"flock", "ofd"} {
-		for _, dir := range []string{tmp, m.Dir} {
-			p := startRel(t, "recycle", []string{"LOCKFS_REL_FILE=" + filepath.Join(dir, kind), "LOCKFS_REL_KIND=" + kind, "LOCKFS_REL_N=" + strconv.Itoa(n)}, nil)
-			r := p.expect(t, "DONE", 2*time.Minute)
-			p.finish(t, mustFinishWithin)
-			fs := "tmpfs"
-			if dir == m.Dir {
-				fs = "lockfs"
-			}
-			if !strings.HasSuffix(r, " violations=0") {
-				t.Errorf("%s %s: %s: a third description got the exclusive lock the second one held", fs, kind, r)
-			} else {
-				t.Logf("%s %s: %s", fs, kind, r)
-			}
-		}
-	}
 }
