@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -31,8 +32,7 @@ type Resolver func(node uint64) (name, path string)
 // the words people grep for: `Got file lock "NAME" at PATH` and
 // `Released file lock "NAME" at PATH`.
 type Audit struct {
-	// log writes synchronously (held_long warnings, and events that
-	// arrive after Close).
+	// log writes synchronously (held_long warnings).
 	log      zerolog.Logger
 	level    zerolog.Level
 	resolve  Resolver
@@ -40,11 +40,19 @@ type Audit struct {
 
 	out     io.Writer // the log file, shared with the other log lines
 	console bool
-	queue   chan auditEntry
-	done    chan struct{}
-	// mu guards closed: LockEvent sends on queue only while it is open.
-	mu     sync.RWMutex
-	closed bool
+
+	// qmu guards queue and queued: events in the order they happened,
+	// not yet written, and how many events were ever queued.
+	qmu    sync.Mutex
+	queue  []auditEntry
+	queued uint64
+	// wmu is held by the one caller writing a batch; it guards buf, zl
+	// and spare. written counts the events already written.
+	wmu     sync.Mutex
+	buf     bytes.Buffer
+	zl      zerolog.Logger
+	spare   []auditEntry
+	written atomic.Uint64
 }
 
 // auditEntry is an event with the names resolved when it happened.
@@ -53,96 +61,74 @@ type auditEntry struct {
 	name, path, command string
 }
 
-const (
-	// auditQueue is how many events may wait for the writer; beyond
-	// that, lock calls wait (nothing is dropped).
-	auditQueue = 4096
-	// auditBatch caps the bytes written with one write(2).
-	auditBatch = 64 << 10
-	// auditDelay is how long the writer lets events accumulate after the
-	// first of a burst: the most an event waits before its write(2).
-	auditDelay = 2 * time.Millisecond
+var (
+	_ semaphores.Observer = (*Audit)(nil)
+	_ semaphores.Syncer   = (*Audit)(nil)
 )
 
-var _ semaphores.Observer = (*Audit)(nil)
-
-// NewAudit returns an observer writing to l, and starts its writer;
-// Close stops it.
+// NewAudit returns an observer writing to l.
 func NewAudit(l *Logger, resolve Resolver) *Audit {
-	a := &Audit{
-		log: l.audit, level: l.level, resolve: resolve,
-		out: l.out, console: l.console,
-		queue: make(chan auditEntry, auditQueue), done: make(chan struct{}),
+	a := &Audit{log: l.audit, level: l.level, resolve: resolve, out: l.out, console: l.console}
+	var w io.Writer = &a.buf
+	if a.console {
+		w = consoleWriterTo(&a.buf, isTerminal(a.out))
 	}
-	go a.run()
+	a.zl = zerolog.New(w)
 	return a
 }
 
-// LockEvent records e. Its lock name, path and command are resolved now;
-// the line is formatted and written by the writer goroutine.
+// LockEvent queues e, with its lock name, path and command resolved now.
+// The engine calls it under a file's mutex, so it only queues; the line
+// is written by Sync, which the engine calls once the mutex is released
+// and before the lock call is answered.
 func (a *Audit) LockEvent(e semaphores.Event) {
 	if eventLevel(e.Kind) < a.level {
 		return
 	}
 	name, path := a.resolve(e.Node)
 	ent := auditEntry{e: e, name: name, path: path, command: a.commands.lookup(e.Pid, e.Time)}
-	a.mu.RLock()
-	if !a.closed {
-		a.queue <- ent
-		a.mu.RUnlock()
+	a.qmu.Lock()
+	a.queue = append(a.queue, ent)
+	a.queued++
+	a.qmu.Unlock()
+}
+
+// Sync returns once every event queued before the call is in the file.
+// Callers combine: whoever takes the writer's turn writes everything
+// queued so far with one write(2), in order; the others find their
+// events written when their turn comes. So a lone lock call writes its
+// own events, and concurrent ones share a write.
+func (a *Audit) Sync() {
+	a.qmu.Lock()
+	target := a.queued
+	a.qmu.Unlock()
+	if a.written.Load() >= target {
 		return
 	}
-	a.mu.RUnlock()
-	a.format(a.log, &ent) // after Close: write it at once
+	a.wmu.Lock()
+	defer a.wmu.Unlock()
+	if a.written.Load() >= target {
+		return // written by the caller before us
+	}
+	a.qmu.Lock()
+	batch := a.queue
+	a.queue = a.spare[:0]
+	last := a.queued
+	a.qmu.Unlock()
+	a.buf.Reset()
+	for i := range batch {
+		a.format(a.zl, &batch[i])
+	}
+	if _, err := a.out.Write(a.buf.Bytes()); err != nil {
+		fmt.Fprintf(os.Stderr, "lockfs: writing the audit log: %v\n", err)
+	}
+	clear(batch)
+	a.spare = batch[:0]
+	a.written.Store(last)
 }
 
-// Close writes every queued event and stops the writer. Events that
-// arrive later are written synchronously.
-func (a *Audit) Close() {
-	a.mu.Lock()
-	if !a.closed {
-		a.closed = true
-		close(a.queue)
-	}
-	a.mu.Unlock()
-	<-a.done
-}
-
-// run formats queued events into one buffer and writes it auditDelay
-// after the first (or when the buffer is full): one wake-up and one
-// write(2) per burst instead of one per event.
-func (a *Audit) run() {
-	defer close(a.done)
-	var buf bytes.Buffer
-	var w io.Writer = &buf
-	if a.console {
-		w = consoleWriterTo(&buf, isTerminal(a.out))
-	}
-	zl := zerolog.New(w)
-	for ent := range a.queue {
-		buf.Reset()
-		a.format(zl, &ent)
-		// Let a burst accumulate: events sent meanwhile wait in the
-		// channel without waking this goroutine, and go out with one
-		// write(2) below.
-		time.Sleep(auditDelay)
-	drain:
-		for buf.Len() < auditBatch {
-			select {
-			case next, ok := <-a.queue:
-				if !ok {
-					break drain
-				}
-				a.format(zl, &next)
-			default:
-				break drain
-			}
-		}
-		if _, err := a.out.Write(buf.Bytes()); err != nil {
-			fmt.Fprintf(os.Stderr, "lockfs: writing the audit log: %v\n", err)
-		}
-	}
-}
+// Close writes what is still queued.
+func (a *Audit) Close() { a.Sync() }
 
 func eventLevel(k semaphores.EventKind) zerolog.Level {
 	if k == semaphores.EventDeadlock {

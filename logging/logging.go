@@ -6,13 +6,11 @@
 // interleave, and the file can be reopened (SIGHUP, after logrotate
 // renamed it) without losing or duplicating a line.
 //
-// Audit events are never sampled or dropped. They are formatted and
-// written by one goroutine, in the order they happened, in batches (one
-// write(2) for the events of up to 2 ms), so that logging stays off the
-// path of lock requests; when the queue is full, the lock calls wait for
-// it. An event reaches the file within a few milliseconds; only if
-// lockfs itself is killed (kill -9) are the events still queued lost,
-// along with every lock it served.
+// Audit events are never sampled or dropped, and they are durable: the
+// lock engine queues them while it holds a file's mutex, and the lock
+// call writes them (Audit.Sync) once the mutex is released and before
+// it is answered. Concurrent calls combine their writes: one write(2)
+// carries every event queued so far, in the order they happened.
 package logging
 
 import (

@@ -47,9 +47,10 @@ func TestLogFileModes(t *testing.T) {
 	}
 }
 
-// TestAuditOrderAndDrain: events from many goroutines reach the file
-// complete, each goroutine's in its order, and Close writes what is
-// queued; a reopen in the middle loses and duplicates nothing.
+// TestAuditOrderAndDrain: events from many goroutines, written by
+// combined Syncs, reach the file complete, each goroutine's in its
+// order, and Close writes what is still queued; a reopen in the middle
+// loses and duplicates nothing.
 func TestAuditOrderAndDrain(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "audit.log")
@@ -65,6 +66,9 @@ func TestAuditOrderAndDrain(t *testing.T) {
 			for i := range each {
 				a.LockEvent(semaphores.Event{Kind: semaphores.EventAcquired, Time: time.Now(),
 					Pid: uint32(900000 + w), Owner: uint64(i), Type: semaphores.WriteLock, End: semaphores.OffsetMax})
+				if i%3 == 0 {
+					a.Sync() // as the engine does after a lock call
+				}
 				if w == 0 && i == each/2 {
 					if err := os.Rename(path, path+".1"); err != nil {
 						t.Error(err)

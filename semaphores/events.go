@@ -128,3 +128,23 @@ func (os Observers) LockEvent(e Event) {
 		o.LockEvent(e)
 	}
 }
+
+// Sync syncs every observer that is a Syncer.
+func (os Observers) Sync() {
+	for _, o := range os {
+		if s, ok := o.(Syncer); ok {
+			s.Sync()
+		}
+	}
+}
+
+// Syncer is an Observer that defers work out of the engine's critical
+// section: after each call that may have produced events, once the
+// file's mutex is released and before the call returns (so before the
+// FUSE reply), the Table calls Sync. An audit log writes its lines
+// there, so that an answered lock call's events are on disk.
+type Syncer interface {
+	Sync()
+}
+
+var _ Syncer = Observers(nil)

@@ -47,6 +47,7 @@ const DefaultReleaseGrace = 20 * time.Millisecond
 // Setlkw waits.
 type Table struct {
 	obs   Observer
+	sync  func() // the Observer's Sync, or a no-op
 	now   func() time.Time
 	grace time.Duration
 
@@ -67,6 +68,10 @@ func NewTable(opts Options) *Table {
 	}
 	if t.obs == nil {
 		t.obs = nopObserver{}
+	}
+	t.sync = func() {}
+	if s, ok := t.obs.(Syncer); ok {
+		t.sync = s.Sync
 	}
 	if t.now == nil {
 		t.now = time.Now
@@ -319,6 +324,7 @@ func (h *held) release() {
 // was closed within Options.ReleaseGrace, Setlk waits for that RELEASE
 // up to the grace before answering EAGAIN.
 func (t *Table) Setlk(req Request) error {
+	defer t.sync() // after the mutex is released (deferred calls run last first)
 	var h held
 	defer h.release()
 	sp, now, blocker, err := t.begin(&req, &h)
@@ -369,6 +375,7 @@ func (t *Table) Setlk(req Request) error {
 // decided atomically under the file's mutex (R19): a cancelled wait never
 // leaves a lock behind, and a granted one is always reported as granted.
 func (t *Table) Setlkw(ctx context.Context, req Request) error {
+	defer t.sync() // after the mutex is released (deferred calls run last first)
 	var h held
 	defer h.release()
 	sp, now, blocker, err := t.begin(&req, &h)
@@ -412,6 +419,7 @@ func (t *Table) Setlkw(ctx context.Context, req Request) error {
 // or other nodes. It needs no context: it completes even when the
 // request was interrupted (R9). A polling owner that closes gives up.
 func (t *Table) Flush(node, fh, owner uint64) {
+	defer t.sync()
 	var hd held
 	defer hd.release()
 	f := hd.lock(t, node, false)
@@ -450,6 +458,7 @@ func (t *Table) Flush(node, fh, owner uint64) {
 // used: its close sent FLUSH first.) FlockUnlock and Owner are therefore
 // not needed to find the flock lock.
 func (t *Table) Release(rel ReleaseRequest) {
+	defer t.sync()
 	var hd held
 	defer hd.release()
 	f := hd.lock(t, rel.Node, false)
