@@ -1,9 +1,6 @@
 package semaphores
 
-import (
-	"slices"
-	"time"
-)
+import "time"
 
 // attempt is one pass of the kernel's posix_lock_inode / flock_lock_inode
 // for req: it applies req and returns nil, or returns the first applied
@@ -38,13 +35,16 @@ func (t *Table) attempt(f *file, sp *space, req *Request, now time.Time, w *wait
 
 	if req.Type == Unlock {
 		if h != nil {
-			t.applyPosix(f, sp, h, req, now)
+			t.applyPosix(f, sp, h, req, now, ReasonUnlock)
+			h.unclaim(req.Start, req.End)
 		}
 		return nil
 	}
 	if r := h.covering(req.Type, req.Start, req.End); r != nil {
-		r.addFh(req.Fh)
-		t.granted(f, sp, req, w, now, false)
+		// Nothing changes for the owner; it may for the description
+		// (a new one with a recycled owner value, see claims).
+		news := h.claim(req.Fh, req.Start, req.End)
+		t.granted(f, sp, req, w, now, news)
 		return nil
 	}
 	if c := sp.firstConflict(req); c != nil {
@@ -53,7 +53,8 @@ func (t *Table) attempt(f *file, sp *space, req *Request, now time.Time, w *wait
 	if h == nil {
 		h = sp.addHolder(req.Owner, req.Owner, f.isOFD(req.Fh, req.Owner))
 	}
-	t.applyPosix(f, sp, h, req, now)
+	t.applyPosix(f, sp, h, req, now, ReasonConvert)
+	h.claim(req.Fh, req.Start, req.End)
 	t.granted(f, sp, req, w, now, true)
 	return nil
 }
@@ -85,11 +86,10 @@ func (f *file) dropRecord(sp *space, r *record) {
 // what it overlaps; F_UNLCK removes the range. Records keep their order
 // (sorted by start within the owner). Every removed or shrunk record
 // wakes its waiters, and each given-up range is reported as released.
-func (t *Table) applyPosix(f *file, sp *space, h *holder, req *Request, now time.Time) {
-	reason := ReasonConvert
-	if req.Type == Unlock {
-		reason = ReasonUnlock
-	}
+//
+// reason is what given-up ranges are reported as: ReasonConvert for a
+// lock request, ReasonUnlock or ReasonRelease for an unlock.
+func (t *Table) applyPosix(f *file, sp *space, h *holder, req *Request, now time.Time, reason ReleaseReason) {
 	recs := h.recs
 	out := f.scratch[:0] // rebuilt here, then copied back into h.recs
 	start, end := req.Start, req.End
@@ -111,7 +111,6 @@ scan:
 			}
 			start, end = min(start, fl.start), max(end, fl.end)
 			if added {
-				survivor.addFhs(fl)
 				f.dropRecord(sp, fl) // merged into the surviving record
 				continue
 			}
@@ -160,7 +159,6 @@ scan:
 		// right piece keeps the original (and its waiters are woken).
 		c := *right
 		c.blocked = waitList{}
-		c.more = slices.Clone(right.more)
 		leftCopy = &c
 		if c.typ == WriteLock {
 			sp.addWriter(leftCopy) // before right, which has the same start for now
@@ -191,11 +189,9 @@ scan:
 		left.end = start - 1
 		f.wakeBlocked(left)
 	}
-	// The record that absorbed the request spans the merged range, and
-	// now also stands for the request's description.
+	// The record that absorbed the request spans the merged range.
 	if survivor != nil {
 		survivor.start, survivor.end = start, end
-		survivor.addFh(req.Fh)
 	}
 	h.recs = append(h.recs[:0], out...)
 	clear(h.recs[len(out):cap(h.recs)])

@@ -15,50 +15,12 @@ type record struct {
 	end    uint64
 	pid    uint32 // lk.pid of the request that created the record (R16)
 	uid    uint32
-	fh     uint64 // description it was taken through (R12)
-	// more lists the other descriptions the record also stands for:
-	// the owner locked (part of) it again through them, or a merged
-	// record came through them. Usually nil. See Table.Release.
-	more  []uint64
-	since time.Time
+	fh     uint64 // description it was first taken through (see holder.claims)
+	since  time.Time
 	// blocked lists the waiters whose first conflict is this record, in
 	// arrival order. They are re-examined whenever the record is removed,
 	// trimmed, split or converted, as the kernel wakes fl_blocked_requests.
 	blocked waitList
-}
-
-func (r *record) hasFh(fh uint64) bool {
-	return r.fh == fh || slices.Contains(r.more, fh)
-}
-
-func (r *record) addFh(fh uint64) {
-	if !r.hasFh(fh) {
-		r.more = append(r.more, fh)
-	}
-}
-
-// addFhs adds the descriptions of a record merged into r.
-func (r *record) addFhs(o *record) {
-	r.addFh(o.fh)
-	for _, fh := range o.more {
-		r.addFh(fh)
-	}
-}
-
-// dropFh removes fh from the descriptions r stands for, and reports
-// whether none is left.
-func (r *record) dropFh(fh uint64) bool {
-	if r.fh == fh {
-		if len(r.more) == 0 {
-			return true
-		}
-		r.fh, r.more = r.more[0], r.more[1:]
-		return false
-	}
-	if i := slices.Index(r.more, fh); i >= 0 {
-		r.more = slices.Delete(r.more, i, i+1)
-	}
-	return false
 }
 
 func (r *record) lock() Lock {
@@ -89,8 +51,11 @@ type holder struct {
 	key   uint64
 	owner uint64
 	seq   uint64 // position in kernel order: holders are only appended
-	ofd   bool
-	recs  []*record
+	// claims says which descriptions locked which bytes (POSIX space
+	// only; see claims.go).
+	claims claims
+	ofd    bool
+	recs   []*record
 	// prev and next keep holders in the kernel's list order: an owner is
 	// appended at the tail when it gets its first record, and keeps its
 	// place while it holds any (R15).

@@ -133,7 +133,7 @@ func (t *Table) releaseDue(f *file, r *record, now time.Time) (time.Time, bool) 
 	}
 	var due time.Time
 	for fh, at := range f.closing {
-		if r.hasFh(fh) && at.Add(t.grace).After(due) {
+		if r.holder.describes(fh, r) && at.Add(t.grace).After(due) {
 			due = at.Add(t.grace)
 		}
 	}
@@ -352,6 +352,7 @@ func (t *Table) Setlk(req Request) error {
 		return w.err
 	}
 	h.unlock()
+	t.sync()
 	timer := time.NewTimer(due.Sub(now))
 	defer timer.Stop()
 	select {
@@ -399,6 +400,9 @@ func (t *Table) Setlkw(ctx context.Context, req Request) error {
 		return w.err
 	}
 	h.unlock() // f stays in the table: w is queued
+	// The waiting event (and any other of this call) is on disk before
+	// the caller parks: a hung waiter must show in the log.
+	t.sync()
 
 	select {
 	case <-w.ready:
@@ -452,11 +456,12 @@ func (t *Table) Flush(node, fh, owner uint64) {
 // Locks are matched by handle, not by owner value: RELEASE arrives
 // asynchronously, and by then the kernel may have given the owner value
 // (the address of the closed description) to a new description, whose
-// locks must stay. A POSIX record that the owner also locked through
-// another, still open, description stays and stands for that one only. (A
-// classic POSIX owner's locks are gone before any RELEASE of a handle it
-// used: its close sent FLUSH first.) FlockUnlock and Owner are therefore
-// not needed to find the flock lock.
+// locks must stay. In the POSIX space the bytes the description locked
+// (holder.claims) are unlocked, except those another, still open,
+// description of the same owner locked too. (A classic POSIX owner's
+// locks are gone before any RELEASE of a handle it used: its close sent
+// FLUSH first.) FlockUnlock and Owner are therefore not needed to find
+// the flock lock.
 func (t *Table) Release(rel ReleaseRequest) {
 	defer t.sync()
 	var hd held
@@ -472,9 +477,7 @@ func (t *Table) Release(rel ReleaseRequest) {
 	}
 	for h := f.posix.head; h != nil; {
 		next := h.next
-		t.removeRecords(f, &f.posix, h, now, ReasonRelease, func(r *record) bool {
-			return r.hasFh(fh) && r.dropFh(fh)
-		})
+		t.releasePosix(f, h, fh, now)
 		h = next
 	}
 	for _, sp := range []*space{&f.posix, &f.flock} {
@@ -490,16 +493,37 @@ func (t *Table) Release(rel ReleaseRequest) {
 	t.deleteIfEmpty(f)
 }
 
+// releasePosix ends description fh's locks held by h: the bytes no other
+// description of the owner locked are unlocked, and the rest, still
+// held for another description, are reported released for fh only.
+func (t *Table) releasePosix(f *file, h *holder, fh uint64, now time.Time) {
+	alone, shared := h.release(fh)
+	for _, x := range shared {
+		for _, r := range h.recs {
+			if r.end >= x.start && r.start <= x.end {
+				ev := *r
+				ev.fh = fh
+				t.emitReleased(f, &ev, max(r.start, x.start), min(r.end, x.end), ReasonRelease, now)
+			}
+		}
+	}
+	for _, x := range alone {
+		if len(h.recs) == 0 {
+			break // the holder is gone
+		}
+		unlock := Request{Node: f.node, Fh: fh, Owner: h.owner, Type: Unlock, Start: x.start, End: x.end}
+		t.applyPosix(f, &f.posix, h, &unlock, now, ReasonRelease)
+	}
+}
+
 // hasLocksOf reports whether description fh holds any lock on f.
 func (f *file) hasLocksOf(fh uint64) bool {
 	if f.flock.holder(fh) != nil {
 		return true
 	}
 	for h := f.posix.head; h != nil; h = h.next {
-		for _, r := range h.recs {
-			if r.hasFh(fh) {
-				return true
-			}
+		if len(h.claims[fh]) > 0 {
+			return true
 		}
 	}
 	return false

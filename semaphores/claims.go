@@ -1,0 +1,140 @@
+package semaphores
+
+import "slices"
+
+// span is an inclusive byte range.
+type span struct{ start, end uint64 }
+
+// spans is a set of bytes: sorted, disjoint, non-adjacent spans.
+type spans []span
+
+// add adds [start, end] and reports whether the set grew.
+func (s *spans) add(start, end uint64) bool {
+	grew := !s.covers(start, end)
+	out := (*s)[:0:0]
+	placed := false
+	for _, x := range *s {
+		switch {
+		case x.end+1 < start: // entirely before (end+1 cannot overflow: end ≤ OffsetMax)
+			out = append(out, x)
+		case x.start > end+1: // entirely after
+			if !placed {
+				out = append(out, span{start, end})
+				placed = true
+			}
+			out = append(out, x)
+		default: // overlaps or touches: absorb
+			start, end = min(start, x.start), max(end, x.end)
+		}
+	}
+	if !placed {
+		out = append(out, span{start, end})
+	}
+	*s = out
+	return grew
+}
+
+// remove removes [start, end].
+func (s *spans) remove(start, end uint64) {
+	out := (*s)[:0:0]
+	for _, x := range *s {
+		if x.end < start || x.start > end {
+			out = append(out, x)
+			continue
+		}
+		if x.start < start {
+			out = append(out, span{x.start, start - 1})
+		}
+		if x.end > end {
+			out = append(out, span{end + 1, x.end})
+		}
+	}
+	*s = out
+}
+
+// covers reports whether every byte of [start, end] is in the set.
+func (s spans) covers(start, end uint64) bool {
+	for _, x := range s {
+		if x.start <= start && x.end >= end {
+			return true
+		}
+	}
+	return false
+}
+
+func (s spans) overlaps(start, end uint64) bool {
+	for _, x := range s {
+		if x.end >= start && x.start <= end {
+			return true
+		}
+	}
+	return false
+}
+
+// claims records, for a POSIX-space holder, the bytes each open file
+// description (FUSE handle) has locked, whatever the type. The records
+// say what the owner holds; claims say through which descriptions.
+//
+// They matter for RELEASE (R12), which must end only the locks of the
+// description that is gone. A classic POSIX owner's locks are all gone
+// before any RELEASE of a handle it used (its close sent FLUSH first),
+// and an OFD owner has one description; but the kernel may recycle the
+// owner value of a closed description (its address) for a new one before
+// the old RELEASE arrives. The two descriptions then share a holder, and
+// only the claims tell which bytes the new one locked itself.
+type claims map[uint64]spans
+
+// claim notes that description fh locked [start, end]; it reports whether
+// that is news (the description did not hold all of it).
+func (h *holder) claim(fh, start, end uint64) bool {
+	if h.claims == nil {
+		h.claims = make(claims, 1)
+	}
+	s := h.claims[fh]
+	grew := s.add(start, end)
+	h.claims[fh] = s
+	return grew
+}
+
+// unclaim notes that the owner unlocked [start, end], whichever
+// description it came through.
+func (h *holder) unclaim(start, end uint64) {
+	for fh, s := range h.claims {
+		s.remove(start, end)
+		if len(s) == 0 {
+			delete(h.claims, fh)
+		} else {
+			h.claims[fh] = s
+		}
+	}
+}
+
+// release forgets description fh and returns the bytes it had locked:
+// alone (no other description of the owner claims them: they are to be
+// unlocked) and shared (still held for another description).
+func (h *holder) release(fh uint64) (alone, shared spans) {
+	mine, ok := h.claims[fh]
+	if !ok {
+		return nil, nil
+	}
+	delete(h.claims, fh)
+	alone = slices.Clone(mine)
+	for _, other := range h.claims {
+		for _, x := range other {
+			alone.remove(x.start, x.end)
+		}
+	}
+	shared = slices.Clone(mine)
+	for _, x := range alone {
+		shared.remove(x.start, x.end)
+	}
+	return alone, shared
+}
+
+// describes reports whether description fh has locked bytes of r.
+func (h *holder) describes(fh uint64, r *record) bool {
+	if h.space.kind == SpaceFlock {
+		return h.key == fh
+	}
+	return h.claims[fh].overlaps(r.start, r.end)
+}
