@@ -19,7 +19,7 @@ func (t *Table) attempt(f *file, sp *space, req *Request, now time.Time, w *wait
 			if req.Type == Unlock {
 				reason = ReasonUnlock
 			}
-			t.removeRecords(f, sp, h, now, reason, func(*record) bool { return true })
+			t.removeRecords(f, sp, h, now, reason)
 		}
 		if req.Type == Unlock {
 			return nil
@@ -39,6 +39,9 @@ func (t *Table) attempt(f *file, sp *space, req *Request, now time.Time, w *wait
 			h.unclaim(req.Start, req.End)
 		}
 		return nil
+	}
+	if h != nil {
+		t.supersede(f, h, req, now)
 	}
 	if r := h.covering(req.Type, req.Start, req.End); r != nil {
 		// Nothing changes for the owner; it may for the description
@@ -90,6 +93,10 @@ func (f *file) dropRecord(sp *space, r *record) {
 // reason is what given-up ranges are reported as: ReasonConvert for a
 // lock request, ReasonUnlock or ReasonRelease for an unlock.
 func (t *Table) applyPosix(f *file, sp *space, h *holder, req *Request, now time.Time, reason ReleaseReason) {
+	var relFh uint64 // an unlock's released events name the description it came through
+	if req.Type == Unlock {
+		relFh = req.Fh
+	}
 	recs := h.recs
 	out := f.scratch[:0] // rebuilt here, then copied back into h.recs
 	start, end := req.Start, req.End
@@ -138,7 +145,7 @@ scan:
 		}
 		if fl.start >= start {
 			// The request covers fl entirely.
-			t.emitReleased(f, fl, fl.start, fl.end, reason, now)
+			t.emitReleased(f, fl, relFh, fl.start, fl.end, reason, now)
 			f.dropRecord(sp, fl)
 			if !added {
 				survivor = t.newRecord(sp, h, req, start, end, now)
@@ -175,16 +182,16 @@ scan:
 	out = append(out, recs[i:]...)
 	if right != nil {
 		if left == leftCopy && leftCopy != nil {
-			t.emitReleased(f, right, start, end, reason, now)
+			t.emitReleased(f, right, relFh, start, end, reason, now)
 		} else {
-			t.emitReleased(f, right, right.start, end, reason, now)
+			t.emitReleased(f, right, relFh, right.start, end, reason, now)
 		}
 		right.start = end + 1
 		f.wakeBlocked(right)
 	}
 	if left != nil {
 		if left != leftCopy {
-			t.emitReleased(f, left, start, left.end, reason, now)
+			t.emitReleased(f, left, relFh, start, left.end, reason, now)
 		}
 		left.end = start - 1
 		f.wakeBlocked(left)
@@ -202,23 +209,16 @@ scan:
 	}
 }
 
-// removeRecords removes the records of h for which match reports true,
-// reporting each as released and waking its waiters.
-func (t *Table) removeRecords(f *file, sp *space, h *holder, now time.Time, reason ReleaseReason, match func(*record) bool) {
-	out := h.recs[:0]
+// removeRecords removes every record of h, reporting each as released
+// and waking its waiters.
+func (t *Table) removeRecords(f *file, sp *space, h *holder, now time.Time, reason ReleaseReason) {
 	for _, r := range h.recs {
-		if !match(r) {
-			out = append(out, r)
-			continue
-		}
-		t.emitReleased(f, r, r.start, r.end, reason, now)
+		t.emitReleased(f, r, 0, r.start, r.end, reason, now)
 		f.dropRecord(sp, r)
 	}
-	clear(h.recs[len(out):])
-	h.recs = out
-	if len(out) == 0 {
-		sp.dropHolder(h)
-	}
+	clear(h.recs)
+	h.recs = h.recs[:0]
+	sp.dropHolder(h)
 }
 
 // refuse records a refused non-blocking request: the owner becomes, or
@@ -284,9 +284,14 @@ func (t *Table) requestClass(f *file, sp *space, req *Request) Class {
 	return ClassPOSIX
 }
 
-func (t *Table) emitReleased(f *file, r *record, start, end uint64, reason ReleaseReason, now time.Time) {
+// emitReleased reports bytes start..end of r released. The event names
+// description fh, or r's (the one it was taken through) when fh is 0.
+func (t *Table) emitReleased(f *file, r *record, fh, start, end uint64, reason ReleaseReason, now time.Time) {
+	if fh == 0 {
+		fh = r.fh
+	}
 	t.obs.LockEvent(Event{
-		Kind: EventReleased, Time: now, Node: f.node, Fh: r.fh, Owner: r.holder.owner,
+		Kind: EventReleased, Time: now, Node: f.node, Fh: fh, Owner: r.holder.owner,
 		Class: r.holder.class(), Type: r.typ, Start: start, End: end,
 		Pid: r.pid, Uid: r.uid, Held: now.Sub(r.since), Reason: reason,
 	})

@@ -1,6 +1,9 @@
 package semaphores
 
-import "slices"
+import (
+	"slices"
+	"time"
+)
 
 // span is an inclusive byte range.
 type span struct{ start, end uint64 }
@@ -137,4 +140,50 @@ func (h *holder) describes(fh uint64, r *record) bool {
 		return h.key == fh
 	}
 	return h.claims[fh].overlaps(r.start, r.end)
+}
+
+// supersede runs before h's lock request req is applied. Bytes of req
+// that h holds through another description, one that was closed (FLUSHed
+// with locks left) and whose RELEASE has not arrived, change hands: the
+// old description no longer claims them, and those held in req's mode are
+// reported released (ReasonRelease) now, before req's acquired event. The
+// audit trail then reads as on tmpfs: the closed description's lock ended,
+// then the new one's began, rather than two acquired and two released
+// events for the same bytes of one owner.
+//
+// This is the recycled OFD owner of claims (two live descriptions never
+// share an OFD owner value, so the old one is gone). A classic POSIX owner
+// reaches here only when another process closed a shared description and
+// the owner re-locks its bytes through a second one; it then gets a
+// released/acquired pair for bytes it keeps, which is balanced and true
+// of the owner's state.
+func (t *Table) supersede(f *file, h *holder, req *Request, now time.Time) {
+	if len(f.closing) == 0 || len(h.claims) == 0 {
+		return
+	}
+	for fh, s := range h.claims {
+		if fh == req.Fh || !s.overlaps(req.Start, req.End) {
+			continue
+		}
+		if _, closed := f.closing[fh]; !closed {
+			continue
+		}
+		for _, r := range h.recs {
+			if r.typ != req.Type {
+				continue // a conversion: applyPosix reports it
+			}
+			for _, x := range s {
+				lo, hi := max(x.start, r.start, req.Start), min(x.end, r.end, req.End)
+				if lo <= hi {
+					t.emitReleased(f, r, fh, lo, hi, ReasonRelease, now)
+				}
+			}
+		}
+		s.remove(req.Start, req.End)
+		if len(s) == 0 {
+			delete(h.claims, fh)
+		} else {
+			h.claims[fh] = s
+		}
+	}
 }

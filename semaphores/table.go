@@ -433,7 +433,7 @@ func (t *Table) Flush(node, fh, owner uint64) {
 	now := t.now()
 	sp := &f.posix
 	if h := sp.holder(owner); h != nil {
-		t.removeRecords(f, sp, h, now, ReasonClose, func(*record) bool { return true })
+		t.removeRecords(f, sp, h, now, ReasonClose)
 	}
 	if fh != 0 && f.hasLocksOf(fh) {
 		if f.closing == nil {
@@ -473,7 +473,7 @@ func (t *Table) Release(rel ReleaseRequest) {
 	now := t.now()
 	fh := rel.Fh
 	if h := f.flock.holder(fh); h != nil {
-		t.removeRecords(f, &f.flock, h, now, ReasonRelease, func(*record) bool { return true })
+		t.removeRecords(f, &f.flock, h, now, ReasonRelease)
 	}
 	for h := f.posix.head; h != nil; {
 		next := h.next
@@ -501,9 +501,7 @@ func (t *Table) releasePosix(f *file, h *holder, fh uint64, now time.Time) {
 	for _, x := range shared {
 		for _, r := range h.recs {
 			if r.end >= x.start && r.start <= x.end {
-				ev := *r
-				ev.fh = fh
-				t.emitReleased(f, &ev, max(r.start, x.start), min(r.end, x.end), ReasonRelease, now)
+				t.emitReleased(f, r, fh, max(r.start, x.start), min(r.end, x.end), ReasonRelease, now)
 			}
 		}
 	}
