@@ -134,6 +134,18 @@ func (h *holder) release(fh uint64) (alone, shared spans) {
 	return alone, shared
 }
 
+// lockedThroughOther reports whether h holds bytes through an open
+// description of f other than fh. (A closed one whose RELEASE is pending
+// may be a recycled OFD owner's previous description.)
+func (f *file) lockedThroughOther(h *holder, fh uint64) bool {
+	for d := range h.claims {
+		if _, closed := f.closing[d]; d != fh && !closed {
+			return true
+		}
+	}
+	return false
+}
+
 // describes reports whether description fh has locked bytes of r.
 func (h *holder) describes(fh uint64, r *record) bool {
 	if h.space.kind == SpaceFlock {

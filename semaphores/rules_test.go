@@ -1117,6 +1117,13 @@ func TestR23GetlkUnlock(t *testing.T) {
 			getlk(O1, U, 0, 49).answers(noLock),
 			getlk(O1, U, 0, 99).on(2).answers(noLock),
 		}},
+		{"a classic owner's F_UNLCK query is forged: EINVAL, nothing learnt", []step{
+			setlk(A, W, 0, 9),
+			setlk(A, W, 20, 29).via(0xA2), // two descriptions: POSIX-class (R24)
+			getlk(A, U, 0, 99).fails(ErrInvalid),
+			state(1, hold(A, W, 0, 9), hold(A, W, 20, 29, withFh(0xA2))),
+			stats(Stats{Files: 1, Records: 2}),
+		}},
 		{"the query is remembered until RELEASE", []step{
 			getlk(O1, U, 0, 99),
 			stats(Stats{Files: 1, Handles: 1}),

@@ -235,14 +235,21 @@ func (t *Table) Getlk(req Request) (Lock, error) {
 		// with FUSE_LK_FLOCK.
 		return Lock{}, ErrInvalid
 	}
-	create := req.Type == Unlock
-	f := t.lockFile(req.Node, create)
+	var h held
+	defer h.release()
+	f := h.lock(t, req.Node, req.Type == Unlock)
 	if f == nil {
 		return Lock{Type: Unlock}, nil
 	}
-	defer t.unlockFile(f)
 	if req.Type == Unlock {
 		// Only an OFD owner can send this (R23): it is evidence (R24).
+		// An owner that locked through another description is a
+		// classic POSIX owner (R24), and the kernel refuses F_GETLK
+		// with F_UNLCK itself: such a request is forged, and gets the
+		// kernel's EINVAL without teaching the engine anything.
+		if o := f.posix.holder(req.Owner); o != nil && f.lockedThroughOther(o, req.Fh) {
+			return Lock{}, ErrInvalid
+		}
 		f.noteDescriptionOwner(req.Fh, req.Owner)
 		if r := f.posix.firstOwnOverlap(&req); r != nil {
 			return r.lock(), nil
