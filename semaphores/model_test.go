@@ -393,6 +393,13 @@ func (h *harness) checkGetlk(r Request, got Lock, err error) error {
 		}
 		return nil
 	}
+	if r.Type == Unlock && err == ErrInvalid && slices.Contains(classicOwners, r.Owner) {
+		// A classic owner's F_UNLCK query is forged (the kernel sends it
+		// only for OFD owners, R23): the engine may refuse it once it
+		// has seen the owner lock through another description (R24).
+		// The caller checks that nothing changed.
+		return nil
+	}
 	if err != nil {
 		return fmt.Errorf("err %v", err)
 	}
