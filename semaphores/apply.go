@@ -41,6 +41,9 @@ func (t *Table) attempt(f *file, sp *space, req *Request, now time.Time, w *wait
 		return nil
 	}
 	if h != nil {
+		if h.claims == nil && req.Fh != h.fh {
+			h.materialize() // a second description: claims tell them apart
+		}
 		t.supersede(f, h, req, now)
 	}
 	if r := h.covering(req.Type, req.Start, req.End); r != nil {
@@ -55,6 +58,7 @@ func (t *Table) attempt(f *file, sp *space, req *Request, now time.Time, w *wait
 	}
 	if h == nil {
 		h = sp.addHolder(req.Owner, req.Owner, f.isOFD(req.Fh, req.Owner))
+		h.fh = req.Fh
 	}
 	t.applyPosix(f, sp, h, req, now, ReasonConvert)
 	h.claim(req.Fh, req.Start, req.End)

@@ -3,6 +3,7 @@ package semaphores
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -171,5 +172,38 @@ func BenchmarkHandoff(b *testing.B) {
 	}
 	if st := tb.Stats(); st != (Stats{}) {
 		b.Fatalf("Stats %+v after the handoff, want zero", st)
+	}
+}
+
+// BenchmarkHeldLockMemory reports the engine's heap per held lock
+// (B/lock): n whole-file write locks, one per file (a lock directory's
+// case), or n byte ranges of one owner on one file. The FUSE node of each
+// file is go-fuse's and not counted.
+func BenchmarkHeldLockMemory(b *testing.B) {
+	const n = 10000
+	for _, kind := range []string{"files", "ranges"} {
+		b.Run(kind, func(b *testing.B) {
+			var perLock float64
+			for b.Loop() {
+				var before, after runtime.MemStats
+				runtime.GC()
+				runtime.ReadMemStats(&before)
+				tb := NewTable(Options{})
+				for i := range uint64(n) {
+					r := benchReq(1+i, 1+i, WriteLock, 0, OffsetMax)
+					if kind == "ranges" {
+						r = benchReq(1, 1, WriteLock, 2*i, 2*i)
+					}
+					if err := tb.Setlk(r); err != nil {
+						b.Fatal(err)
+					}
+				}
+				runtime.GC()
+				runtime.ReadMemStats(&after)
+				perLock = float64(after.HeapAlloc-before.HeapAlloc) / n
+				runtime.KeepAlive(tb)
+			}
+			b.ReportMetric(perLock, "B/lock")
+		})
 	}
 }

@@ -85,45 +85,123 @@ func (s spans) overlaps(start, end uint64) bool {
 // owner value of a closed description (its address) for a new one before
 // the old RELEASE arrives. The two descriptions then share a holder, and
 // only the claims tell which bytes the new one locked itself.
-type claims map[uint64]spans
+//
+// A holder nearly always has one description, holder.fh: then claims is
+// nil ("solo": fh claims exactly the bytes of the records) and costs
+// nothing. It is built from the records (materialize) when a second
+// description locks through the holder, and is a short slice rather
+// than a map.
+type claims []claim
 
-// claim notes that description fh locked [start, end]; it reports whether
-// that is news (the description did not hold all of it).
+// claim is the bytes one description locked; never empty.
+type claim struct {
+	fh    uint64
+	bytes spans
+}
+
+// of returns the bytes description fh claims.
+func (c claims) of(fh uint64) spans {
+	for i := range c {
+		if c[i].fh == fh {
+			return c[i].bytes
+		}
+	}
+	return nil
+}
+
+// set makes s the bytes description fh claims (none: fh is forgotten).
+func (c *claims) set(fh uint64, s spans) {
+	for i := range *c {
+		if (*c)[i].fh == fh {
+			if len(s) == 0 {
+				*c = slices.Delete(*c, i, i+1)
+			} else {
+				(*c)[i].bytes = s
+			}
+			return
+		}
+	}
+	if len(s) > 0 {
+		*c = append(*c, claim{fh, s})
+	}
+}
+
+// materialize turns a solo holder's implicit claim into claims, before a
+// request through another description is applied.
+func (h *holder) materialize() {
+	if h.claims != nil {
+		return
+	}
+	var s spans
+	for _, r := range h.recs {
+		s.add(r.start, r.end)
+	}
+	h.claims = claims{}
+	h.claims.set(h.fh, s)
+}
+
+// recordBytes returns the bytes of h's records.
+func (h *holder) recordBytes() spans {
+	var s spans
+	for _, r := range h.recs {
+		s.add(r.start, r.end)
+	}
+	return s
+}
+
+// claim notes that description fh locked [start, end], which the records
+// now hold; it reports whether that is news (the description did not
+// hold all of it before). A solo holder's request through its own
+// description is news only when it changed the records, which the caller
+// knows.
 func (h *holder) claim(fh, start, end uint64) bool {
 	if h.claims == nil {
-		h.claims = make(claims, 1)
+		if fh == h.fh {
+			return false
+		}
+		h.materialize() // (attempt materializes before applying; kept for safety)
 	}
-	s := h.claims[fh]
+	s := h.claims.of(fh)
 	grew := s.add(start, end)
-	h.claims[fh] = s
+	h.claims.set(fh, s)
 	return grew
 }
 
 // unclaim notes that the owner unlocked [start, end], whichever
 // description it came through.
 func (h *holder) unclaim(start, end uint64) {
-	for fh, s := range h.claims {
-		s.remove(start, end)
-		if len(s) == 0 {
-			delete(h.claims, fh)
-		} else {
-			h.claims[fh] = s
+	if h.claims == nil {
+		return // solo: the records say it
+	}
+	out := h.claims[:0]
+	for _, c := range h.claims {
+		c.bytes.remove(start, end)
+		if len(c.bytes) > 0 {
+			out = append(out, c)
 		}
 	}
+	clear(h.claims[len(out):])
+	h.claims = out
 }
 
 // release forgets description fh and returns the bytes it had locked:
 // alone (no other description of the owner claims them: they are to be
 // unlocked) and shared (still held for another description).
 func (h *holder) release(fh uint64) (alone, shared spans) {
-	mine, ok := h.claims[fh]
-	if !ok {
+	if h.claims == nil {
+		if fh != h.fh {
+			return nil, nil
+		}
+		return h.recordBytes(), nil
+	}
+	mine := h.claims.of(fh)
+	if mine == nil {
 		return nil, nil
 	}
-	delete(h.claims, fh)
+	h.claims.set(fh, nil)
 	alone = slices.Clone(mine)
 	for _, other := range h.claims {
-		for _, x := range other {
+		for _, x := range other.bytes {
 			alone.remove(x.start, x.end)
 		}
 	}
@@ -138,8 +216,12 @@ func (h *holder) release(fh uint64) (alone, shared spans) {
 // description of f other than fh. (A closed one whose RELEASE is pending
 // may be a recycled OFD owner's previous description.)
 func (f *file) lockedThroughOther(h *holder, fh uint64) bool {
-	for d := range h.claims {
-		if _, closed := f.closing[d]; d != fh && !closed {
+	if h.claims == nil {
+		_, closed := f.closing[h.fh]
+		return h.fh != fh && !closed && len(h.recs) > 0
+	}
+	for _, c := range h.claims {
+		if _, closed := f.closing[c.fh]; c.fh != fh && !closed {
 			return true
 		}
 	}
@@ -151,7 +233,15 @@ func (h *holder) describes(fh uint64, r *record) bool {
 	if h.space.kind == SpaceFlock {
 		return h.key == fh
 	}
-	return h.claims[fh].overlaps(r.start, r.end)
+	return h.locksThrough(fh) && (h.claims == nil || h.claims.of(fh).overlaps(r.start, r.end))
+}
+
+// locksThrough reports whether description fh claims any of h's bytes.
+func (h *holder) locksThrough(fh uint64) bool {
+	if h.claims == nil {
+		return h.fh == fh && len(h.recs) > 0
+	}
+	return len(h.claims.of(fh)) > 0
 }
 
 // supersede runs before h's lock request req is applied. Bytes of req
@@ -170,14 +260,18 @@ func (h *holder) describes(fh uint64, r *record) bool {
 // released/acquired pair for bytes it keeps, which is balanced and true
 // of the owner's state.
 func (t *Table) supersede(f *file, h *holder, req *Request, now time.Time) {
-	if len(f.closing) == 0 || len(h.claims) == 0 {
-		return
+	if len(f.closing) == 0 || h.claims == nil {
+		return // solo: only the requester's own description locked
 	}
-	for fh, s := range h.claims {
+	out := h.claims[:0]
+	for _, c := range h.claims {
+		fh, s := c.fh, c.bytes
 		if fh == req.Fh || !s.overlaps(req.Start, req.End) {
+			out = append(out, c)
 			continue
 		}
 		if _, closed := f.closing[fh]; !closed {
+			out = append(out, c)
 			continue
 		}
 		for _, r := range h.recs {
@@ -192,10 +286,10 @@ func (t *Table) supersede(f *file, h *holder, req *Request, now time.Time) {
 			}
 		}
 		s.remove(req.Start, req.End)
-		if len(s) == 0 {
-			delete(h.claims, fh)
-		} else {
-			h.claims[fh] = s
+		if len(s) > 0 {
+			out = append(out, claim{fh, s})
 		}
 	}
+	clear(h.claims[len(out):])
+	h.claims = out
 }

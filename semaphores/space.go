@@ -51,8 +51,11 @@ type holder struct {
 	key   uint64
 	owner uint64
 	seq   uint64 // position in kernel order: holders are only appended
-	// claims says which descriptions locked which bytes (POSIX space
-	// only; see claims.go).
+	// fh is the description the holder's first lock came through; while
+	// claims is nil it alone locked every byte (POSIX space only).
+	fh uint64
+	// claims says which descriptions locked which bytes once a second
+	// one locked through the holder (see claims.go).
 	claims claims
 	ofd    bool
 	recs   []*record

@@ -527,7 +527,7 @@ func (f *file) hasLocksOf(fh uint64) bool {
 		return true
 	}
 	for h := f.posix.head; h != nil; h = h.next {
-		if len(h.claims[fh]) > 0 {
+		if h.locksThrough(fh) {
 			return true
 		}
 	}
