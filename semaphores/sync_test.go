@@ -2,6 +2,7 @@ package semaphores
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -82,19 +83,7 @@ func TestEventsWrittenBeforeAnswer(t *testing.T) {
 	}
 	kinds, queued := r.writtenKinds()
 	want := []EventKind{EventAcquired, EventWaiting, EventReleased, EventAcquired}
-	if !equalKinds(kinds, want) || queued != 0 {
+	if !slices.Equal(kinds, want) || queued != 0 {
 		t.Fatalf("written %v, %d queued; want %v, 0", kinds, queued, want)
 	}
-}
-
-func equalKinds(a, b []EventKind) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }

@@ -3,6 +3,7 @@ package views
 import (
 	"bytes"
 	"encoding/json"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -253,22 +254,10 @@ func TestParseColumns(t *testing.T) {
 			t.Errorf("%q: error %v, want error %v", tc.list, err, tc.err)
 			continue
 		}
-		if !tc.err && !equalColumns(got, tc.want) {
+		if !tc.err && !slices.Equal(got, tc.want) {
 			t.Errorf("%q: got %v, want %v", tc.list, got, tc.want)
 		}
 	}
-}
-
-func equalColumns(a, b []Column) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 func TestHumanDuration(t *testing.T) {
