@@ -503,6 +503,7 @@ type SoakReport struct {
 	Violations        int     `json:"violations"`
 	AuditViolations   int     `json:"audit_violations"`
 	AuditMismatches   int     `json:"audit_unmatched_releases"`
+	AuditHandovers    int     `json:"audit_recycled_owner_handovers"`
 	Leaks             int     `json:"leaks"`
 	Hangs             int     `json:"hangs"`
 	LostEvents        int     `json:"lost_events"`
@@ -809,6 +810,7 @@ func TestSoak(t *testing.T) {
 	// Every acquired is matched by exactly one released.
 	mismatches := append(a.pieces, a.unmatched()...)
 	rep.AuditMismatches = len(mismatches)
+	rep.AuditHandovers = a.handovers
 	for i, l := range mismatches {
 		if i < 10 {
 			t.Errorf("audit log: %s%s", l, auditContextOf(m.LogPath, l, i < 3))
