@@ -138,25 +138,11 @@ func otherSide(t *testing.T) (string, func(testing.TB) string) {
 // doD1 runs an F_GETLK whose answer is a lock held by an OFD owner.
 // tmpfs reports l_pid -1 for it; over FUSE the kernel takes the pid from
 // the server, which cannot send -1, and lockfs answers 0 or the holder's
-// tgid (LOCK-SEMANTICS §6 D1, R25). This is the only normalisation of
-// the suite: any of those three pids becomes "<D1>".
+// tgid (LOCK-SEMANTICS §6 D1, R25). Any of those three pids becomes
+// "<D1>"; with doOFDGetlk, the suite's only normalisations.
 func (s *scene) doD1(a *actor, holder, format string, args ...any) string {
 	s.t.Helper()
-	c := s.start(a, format, args...)
-	r, ok := c.wait(mustFinishWithin)
-	if !ok {
-		s.fail("%s: %s did not return", a.name, c.cmd)
-	}
-	n := s.norm(r)
-	s.t.Logf("D1: %s: %s => %s (before D1 normalisation)", a.name, c.cmd, n)
-	for _, p := range []string{"pid=ofd", "pid=0", "pid=" + holder} {
-		if strings.HasSuffix(n, " "+p) {
-			n = strings.TrimSuffix(n, p) + "pid=<D1>"
-			break
-		}
-	}
-	s.logf("%s: %s => %s", a.name, c.cmd, n)
-	return n
+	return s.doNormalisingPid(a, "<D1>", []string{"pid=ofd", "pid=0", "pid=" + holder}, format, args...)
 }
 
 // doOFDGetlk runs an F_OFD_GETLK whose answer is a lock held by a
@@ -166,15 +152,23 @@ func (s *scene) doD1(a *actor, holder, format string, args ...any) string {
 // become "<OFDGETLK>"; range and type are still compared.
 func (s *scene) doOFDGetlk(a *actor, holder, format string, args ...any) string {
 	s.t.Helper()
+	return s.doNormalisingPid(a, "<OFDGETLK>", []string{"pid=ofd", "pid=" + holder}, format, args...)
+}
+
+// doNormalisingPid runs a command whose answer ends in one of pids, and
+// replaces that pid with label.
+func (s *scene) doNormalisingPid(a *actor, label string, pids []string, format string, args ...any) string {
+	s.t.Helper()
 	c := s.start(a, format, args...)
 	r, ok := c.wait(mustFinishWithin)
 	if !ok {
 		s.fail("%s: %s did not return", a.name, c.cmd)
 	}
 	n := s.norm(r)
-	for _, p := range []string{"pid=ofd", "pid=" + holder} {
+	s.t.Logf("%s: %s: %s => %s (before normalisation)", label, a.name, c.cmd, n)
+	for _, p := range pids {
 		if strings.HasSuffix(n, " "+p) {
-			n = strings.TrimSuffix(n, p) + "pid=<OFDGETLK>"
+			n = strings.TrimSuffix(n, p) + "pid=" + label
 			break
 		}
 	}

@@ -132,12 +132,8 @@ func (h *holder) materialize() {
 	if h.claims != nil {
 		return
 	}
-	var s spans
-	for _, r := range h.recs {
-		s.add(r.start, r.end)
-	}
 	h.claims = claims{}
-	h.claims.set(h.fh, s)
+	h.claims.set(h.fh, h.recordBytes())
 }
 
 // recordBytes returns the bytes of h's records.
@@ -155,12 +151,10 @@ func (h *holder) recordBytes() spans {
 // description is news only when it changed the records, which the caller
 // knows.
 func (h *holder) claim(fh, start, end uint64) bool {
-	if h.claims == nil {
-		if fh == h.fh {
-			return false
-		}
-		h.materialize() // (attempt materializes before applying; kept for safety)
+	if h.claims == nil && fh == h.fh {
+		return false
 	}
+	h.materialize() // a no-op: attempt does it before applying the request
 	s := h.claims.of(fh)
 	grew := s.add(start, end)
 	h.claims.set(fh, s)
