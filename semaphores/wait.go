@@ -287,6 +287,7 @@ func (t *Table) decide(f *file, w *waiter, err error) {
 		w.blocker = nil
 	}
 	t.graph.remove(w)
+	f.decided = true
 	close(w.ready)
 }
 
