@@ -30,7 +30,10 @@ type Resolver func(node uint64) (name, path string)
 // (acquired, interrupted, gave_up), held_s and reason (released),
 // blocker_pid and blocker_owner (waiting, deadlock). The message keeps
 // the words people grep for: `Got file lock "NAME" at PATH` and
-// `Released file lock "NAME" at PATH`.
+// `Released file lock "NAME" at PATH`. A JSON line is exactly the line
+// zerolog would write for these fields (appendAuditLine builds it
+// without zerolog's per-field calls); a console line is zerolog's
+// ConsoleWriter rendering of it.
 type Audit struct {
 	// log writes synchronously (held_long warnings).
 	log      zerolog.Logger
@@ -38,21 +41,25 @@ type Audit struct {
 	resolve  Resolver
 	commands commandCache
 
-	out     io.Writer // the log file, shared with the other log lines
-	console bool
+	out io.Writer // the log file, shared with the other log lines
 
 	// qmu guards queue and queued: events in the order they happened,
 	// not yet written, and how many events were ever queued.
 	qmu    sync.Mutex
 	queue  []auditEntry
 	queued uint64
-	// wmu is held by the one caller writing a batch; it guards buf, zl
-	// and spare. written counts the events already written.
-	wmu     sync.Mutex
-	buf     bytes.Buffer
-	zl      zerolog.Logger
-	spare   []auditEntry
-	written atomic.Uint64
+	// wmu is held by the one caller writing a batch; it guards batch,
+	// line, consoleOut, console and spare. written counts the events
+	// already written.
+	wmu   sync.Mutex
+	batch []byte // the lines of the batch being written
+	// console, for the console format, turns one JSON line (line) into
+	// a human one, appended to consoleOut.
+	console    io.Writer
+	consoleOut bytes.Buffer
+	line       []byte
+	spare      []auditEntry
+	written    atomic.Uint64
 }
 
 // auditEntry is an event with the names resolved when it happened.
@@ -68,12 +75,10 @@ var (
 
 // NewAudit returns an observer writing to l.
 func NewAudit(l *Logger, resolve Resolver) *Audit {
-	a := &Audit{log: l.audit, level: l.level, resolve: resolve, out: l.out, console: l.console}
-	var w io.Writer = &a.buf
-	if a.console {
-		w = consoleWriterTo(&a.buf, isTerminal(a.out))
+	a := &Audit{log: l.audit, level: l.level, resolve: resolve, out: l.out}
+	if l.console {
+		a.console = consoleWriterTo(&a.consoleOut, isTerminal(a.out))
 	}
-	a.zl = zerolog.New(w)
 	return a
 }
 
@@ -115,17 +120,20 @@ func (a *Audit) Sync() {
 	a.queue = a.spare[:0]
 	last := a.queued
 	a.qmu.Unlock()
-	a.buf.Reset()
-	for i := range batch {
-		a.format(a.zl, &batch[i])
-	}
-	if _, err := a.out.Write(a.buf.Bytes()); err != nil {
+	out := a.format(batch)
+	if _, err := a.out.Write(out); err != nil {
 		fmt.Fprintf(os.Stderr, "lockfs: writing the audit log: %v\n", err)
+	}
+	if cap(a.batch) > maxKeptBatch {
+		a.batch = nil // a burst's buffer is not kept for ever
 	}
 	clear(batch)
 	a.spare = batch[:0]
 	a.written.Store(last)
 }
+
+// maxKeptBatch is the largest line buffer Sync keeps between batches.
+const maxKeptBatch = 1 << 20
 
 // Close writes what is still queued.
 func (a *Audit) Close() { a.Sync() }
@@ -137,53 +145,21 @@ func eventLevel(k semaphores.EventKind) zerolog.Level {
 	return zerolog.InfoLevel
 }
 
-// format writes one audit line for ent through zl.
-func (a *Audit) format(zl zerolog.Logger, ent *auditEntry) {
-	e, name, path := &ent.e, ent.name, ent.path
-	ev := zl.WithLevel(eventLevel(e.Kind))
-	ev.Time(zerolog.TimestampFieldName, e.Time).
-		Str("event", e.Kind.String()).
-		Str("lock", name).
-		Str("path", path).
-		Str("kind", e.Class.String()).
-		Str("mode", e.Type.String()).
-		Uint64("start", e.Start).
-		Uint64("end", e.End).
-		Uint32("pid", e.Pid).
-		Str("command", ent.command).
-		Uint32("uid", e.Uid).
-		Str("owner", hex(e.Owner)).
-		Uint64("fh", e.Fh)
-	var msg string
-	switch e.Kind {
-	case semaphores.EventWaiting:
-		ev.Uint32("blocker_pid", e.BlockerPid).Str("blocker_owner", hex(e.BlockerOwner))
-		msg = "Waiting for file lock"
-	case semaphores.EventAcquired:
-		ev.Float64("waited_s", seconds(e.Waited)).Int("attempts", e.Attempts)
-		msg = "Got file lock"
-	case semaphores.EventReleased:
-		ev.Float64("held_s", seconds(e.Held)).Str("reason", e.Reason.String())
-		msg = "Released file lock"
-	case semaphores.EventInterrupted:
-		ev.Float64("waited_s", seconds(e.Waited)).Int("attempts", e.Attempts)
-		msg = "Interrupted wait for file lock"
-	case semaphores.EventDeadlock:
-		ev.Uint32("blocker_pid", e.BlockerPid).Str("blocker_owner", hex(e.BlockerOwner))
-		msg = "Refused file lock (deadlock)"
-	case semaphores.EventGaveUp:
-		ev.Float64("waited_s", seconds(e.Waited)).Int("attempts", e.Attempts)
-		msg = "Gave up waiting for file lock"
+// format returns the lines of batch, in the configured format.
+func (a *Audit) format(batch []auditEntry) []byte {
+	if a.console == nil {
+		a.batch = a.batch[:0]
+		for i := range batch {
+			a.batch = appendAuditLine(a.batch, &batch[i])
+		}
+		return a.batch
 	}
-	ev.Msg(msg + " " + strconv.Quote(name) + " at " + path)
-}
-
-func hex(v uint64) string {
-	s := strconv.FormatUint(v, 16)
-	if len(s) < 16 {
-		s = strings.Repeat("0", 16-len(s)) + s
+	a.consoleOut.Reset()
+	for i := range batch {
+		a.line = appendAuditLine(a.line[:0], &batch[i])
+		a.console.Write(a.line) // a bytes.Buffer write: cannot fail
 	}
-	return s
+	return a.consoleOut.Bytes()
 }
 
 // commandCache maps pids to command names (/proc/PID/comm). A name is

@@ -19,7 +19,6 @@ import (
 	"os"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/rs/zerolog"
 )
@@ -199,6 +198,3 @@ func (r *reopener) close() error {
 	defer r.mu.Unlock()
 	return r.f.Close()
 }
-
-// Duration formats d in seconds for the *_s fields.
-func seconds(d time.Duration) float64 { return d.Seconds() }
