@@ -91,11 +91,15 @@ func NewTable(opts Options) *Table {
 type file struct {
 	// mu guards every field below and everything reachable from the two
 	// spaces (holders, records, waiters, pollers).
-	mu    sync.Mutex
-	node  uint64
-	dead  bool // removed from Table.files; re-look it up
-	posix space
-	flock space
+	mu   sync.Mutex
+	node uint64
+	dead bool // removed from Table.files; re-look it up
+	// decided is set when a waiter's wait was decided (its goroutine
+	// made runnable) under the current hold of mu; held collects it.
+	// (Next to dead, in the padding before posix: a 320-byte file.)
+	decided bool
+	posix   space
+	flock   space
 	// handles records, per open file description (fh), the owner known
 	// to be that description's own (flock and OFD owner), learnt from a
 	// flock request or an F_OFD_GETLK(F_UNLCK) through it (R24). It is
@@ -113,9 +117,6 @@ type file struct {
 	// scratch is applyPosix's working slice, kept to spare an
 	// allocation per call.
 	scratch []*record
-	// decided is set when a waiter's wait was decided (its goroutine
-	// made runnable) under the current hold of mu; held collects it.
-	decided bool
 }
 
 func (f *file) space(s Space) *space {
