@@ -124,15 +124,17 @@ func (a *Audit) Sync() {
 	if _, err := a.out.Write(out); err != nil {
 		fmt.Fprintf(os.Stderr, "lockfs: writing the audit log: %v\n", err)
 	}
-	if cap(a.batch) > maxKeptBatch {
-		a.batch = nil // a burst's buffer is not kept for ever
-	}
 	clear(batch)
 	a.spare = batch[:0]
+	if cap(a.batch) > maxKeptBatch {
+		// A burst's buffers are not kept for ever.
+		a.batch, a.spare = nil, nil
+	}
 	a.written.Store(last)
 }
 
-// maxKeptBatch is the largest line buffer Sync keeps between batches.
+// maxKeptBatch is the largest line buffer Sync keeps between batches;
+// past it, the entry slice that held the batch goes too.
 const maxKeptBatch = 1 << 20
 
 // Close writes what is still queued.

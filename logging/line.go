@@ -52,8 +52,7 @@ func appendAuditLine(dst []byte, ent *auditEntry) []byte {
 	dst = appendKey(dst, "uid", false)
 	dst = strconv.AppendUint(dst, uint64(e.Uid), 10)
 	dst = appendKey(dst, "owner", false)
-	dst = appendHex16(append(dst, '"'), e.Owner)
-	dst = append(dst, '"')
+	dst = appendHexString(dst, e.Owner)
 	dst = appendKey(dst, "fh", false)
 	dst = strconv.AppendUint(dst, e.Fh, 10)
 	var msg string
@@ -118,8 +117,7 @@ func appendBlocker(dst []byte, e *semaphores.Event) []byte {
 	dst = appendKey(dst, "blocker_pid", false)
 	dst = strconv.AppendUint(dst, uint64(e.BlockerPid), 10)
 	dst = appendKey(dst, "blocker_owner", false)
-	dst = appendHex16(append(dst, '"'), e.BlockerOwner)
-	return append(dst, '"')
+	return appendHexString(dst, e.BlockerOwner)
 }
 
 // appendKey appends `"key":`, preceded by a comma unless first.
@@ -138,6 +136,11 @@ func appendHex16(dst []byte, v uint64) []byte {
 		dst = append(dst, digits[(v>>uint(shift))&0xf])
 	}
 	return dst
+}
+
+// appendHexString appends v as a JSON string of 16 hex digits.
+func appendHexString(dst []byte, v uint64) []byte {
+	return append(appendHex16(append(dst, '"'), v), '"')
 }
 
 // hex formats v as appendHex16 does.
