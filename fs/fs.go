@@ -82,17 +82,11 @@ func (fsys *FS) register(n *node) {
 }
 
 // OnForget drops a node the kernel no longer knows and no name reaches.
+// Its inode slot and content were given back already (discardIfGone).
 func (n *node) OnForget() {
 	n.fsys.mu.Lock()
 	delete(n.fsys.nodes, n.ino())
 	n.fsys.mu.Unlock()
-	n.fsys.releaseInode()
-	if f, ok := n.Operations().(*lockFile); ok {
-		f.mu.Lock()
-		n.fsys.releaseBytes(int64(len(f.data)))
-		f.data = nil
-		f.mu.Unlock()
-	}
 }
 
 var _ gofs.NodeOnForgetter = (*node)(nil)

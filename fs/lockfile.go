@@ -78,12 +78,32 @@ func newLockFile(fsys *FS, mode, uid, gid uint32, now time.Time) *lockFile {
 // flags; lock state per description lives in the engine, keyed by the
 // FUSE file handle number go-fuse assigns to it.
 type handle struct {
+	file  *lockFile
 	flags uint32
 }
 
+// newHandle counts a new open file description of f (node.opens).
 func (f *lockFile) newHandle(flags uint32) *handle {
-	return &handle{flags: flags}
+	f.mu.Lock()
+	f.opens++
+	f.mu.Unlock()
+	return &handle{file: f, flags: flags}
 }
+
+// Release ends the open file description: the last one of an unlinked
+// file gives its inode slot and content back.
+func (h *handle) Release(ctx context.Context) syscall.Errno {
+	f := h.file
+	f.mu.Lock()
+	if f.opens > 0 {
+		f.opens--
+	}
+	f.discardIfGone()
+	f.mu.Unlock()
+	return 0
+}
+
+var _ gofs.FileReleaser = (*handle)(nil)
 
 // Open returns a fresh handle. O_TRUNC empties the file and sets mtime and
 // ctime, as on tmpfs. The reply never carries FOPEN_NOFLUSH (R8).

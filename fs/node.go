@@ -50,6 +50,13 @@ type node struct {
 	nlink uint32
 	size  uint64
 	rdev  uint32
+	// opens counts the open file descriptions of a regular file the
+	// kernel has told lockfs about: OPEN and CREATE replies minus RELEASE
+	// requests. It sits in rdev's padding.
+	opens uint32
+	// gone is set once the node has given back its inode slot and its
+	// content (see discardIfGone).
+	gone bool
 	// blocks is st_blocks (512-byte units of allocated pages).
 	blocks uint64
 	atime  time.Time
@@ -647,7 +654,7 @@ func (d *dir) Link(ctx context.Context, target gofs.InodeEmbedder, name string, 
 // Inode accounting follows tmpfs: every name of a file holds one inode
 // slot (shmem_link reserves one); dropping a name that is not the last
 // frees its slot at once, the last slot is freed when the node itself
-// goes (OnForget: unlinked and closed).
+// goes: unlinked and closed (discardIfGone).
 func (n *node) dropLink(now time.Time) {
 	if n.mode&syscall.S_IFMT == syscall.S_IFDIR {
 		n.nlink = 0
@@ -660,6 +667,33 @@ func (n *node) dropLink(now time.Time) {
 	n.ctime = now
 	if n.nlink == 0 {
 		n.ForgetPersistent()
+		n.discardIfGone()
+	}
+}
+
+// discardIfGone gives back the inode slot and the content of a node no
+// name reaches and no open file description uses, once: from then on
+// nothing can read it, so --max-files and --max-bytes count it free, as
+// tmpfs does when it evicts the inode. Caller holds n.mu.
+//
+// This is decided here, at the last unlink or the last RELEASE, rather
+// than at FORGET: the kernel queues FORGET asynchronously and go-fuse may
+// serve it after requests that follow it, so a create right after
+// "rm last-file" would see a full mount that tmpfs would not.
+//
+// Directories, symlinks and special files are never counted as open
+// (a FIFO's opens never reach the server; an open directory is not
+// tracked): they go at their last unlink or rmdir.
+func (n *node) discardIfGone() {
+	if n.gone || n.nlink > 0 || n.opens > 0 {
+		return
+	}
+	n.gone = true
+	n.fsys.releaseInode()
+	if f, ok := n.Operations().(*lockFile); ok {
+		n.fsys.releaseBytes(int64(len(f.data)))
+		f.data = nil
+		f.pages = nil
 	}
 }
 

@@ -14,6 +14,7 @@ package integration
 import (
 	"errors"
 	"fmt"
+	"io"
 	"math/rand"
 	"os"
 	"path/filepath"
@@ -67,11 +68,82 @@ func TestLimitsMaxFiles(t *testing.T) {
 	if err := os.Remove(filepath.Join(m.Dir, names[1])); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(m.Dir, "again"), nil, 0o644); err != nil {
+	if err := createAfterRelease(filepath.Join(m.Dir, "again")); err != nil {
 		t.Errorf("create after an unlink freed an inode: %v", err)
 	}
 	if err := os.WriteFile(filepath.Join(m.Dir, "again2"), nil, 0o644); !errors.Is(err, unix.ENOSPC) {
 		t.Errorf("create past the limit again: %v, want ENOSPC", err)
+	}
+}
+
+// createAfterRelease creates an empty file, allowing the slot given back
+// by an earlier close a moment to arrive: the kernel sends RELEASE in the
+// background after close(2) returns, and go-fuse may serve it after a
+// request that follows it. (An unlink of a closed file frees its slot at
+// once; only a RELEASE still in flight can make this wait.)
+func createAfterRelease(path string) error {
+	var err error
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if err = os.WriteFile(path, nil, 0o644); !errors.Is(err, unix.ENOSPC) || time.Now().After(deadline) {
+			return err
+		}
+	}
+}
+
+// TestLimitsMaxFilesUnlinkedOpen: on a full mount, an unlinked file that
+// is still open keeps its inode slot until its last close, as on tmpfs;
+// an unlinked closed file gives it back at once. Run side by side with a
+// tmpfs of the same nr_inodes.
+func TestLimitsMaxFilesUnlinkedOpen(t *testing.T) {
+	const limit = 8
+	m := mountLockfs(t, fmt.Sprintf("--max-files=%d", limit))
+	tmp := mountTmpfs(t)
+	if err := unix.Mount("", tmp, "", unix.MS_REMOUNT, fmt.Sprintf("nr_inodes=%d", limit)); err != nil {
+		t.Fatalf("remount tmpfs nr_inodes=%d: %v", limit, err)
+	}
+	for _, dir := range []string{m.Dir, tmp} {
+		fs := "lockfs"
+		if dir == tmp {
+			fs = "tmpfs"
+		}
+		// The root holds one slot: limit-1 files fill the mount.
+		for i := 0; i < limit-1; i++ {
+			if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("f%d", i)), nil, 0o644); err != nil {
+				t.Fatalf("%s: create #%d of %d: %v", fs, i+1, limit-1, err)
+			}
+		}
+		held, err := os.Open(filepath.Join(dir, "f0"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, name := range []string{"f0", "f1"} {
+			if err := os.Remove(filepath.Join(dir, name)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// f1 was closed: its slot is free at once, with no wait.
+		if err := os.WriteFile(filepath.Join(dir, "n1"), nil, 0o644); err != nil {
+			t.Errorf("%s: create after unlinking a closed file: %v", fs, err)
+		}
+		// f0 is open: it still holds its slot.
+		if err := os.WriteFile(filepath.Join(dir, "n2"), nil, 0o644); !errors.Is(err, unix.ENOSPC) {
+			t.Errorf("%s: create while an unlinked file is open: %v, want ENOSPC", fs, err)
+		}
+		var st unix.Statfs_t
+		if err := unix.Statfs(dir, &st); err != nil || st.Ffree != 0 {
+			t.Errorf("%s: statfs with an unlinked open file: free %d (%v), want 0", fs, st.Ffree, err)
+		}
+		// Its content and locks still work through the fd.
+		if err := unix.Flock(int(held.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+			t.Errorf("%s: flock on an unlinked open file: %v", fs, err)
+		}
+		held.Close()
+		if err := createAfterRelease(filepath.Join(dir, "n2")); err != nil {
+			t.Errorf("%s: create after the unlinked file's last close: %v", fs, err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "n3"), nil, 0o644); !errors.Is(err, unix.ENOSPC) {
+			t.Errorf("%s: create past the limit again: %v, want ENOSPC", fs, err)
+		}
 	}
 }
 
@@ -173,20 +245,45 @@ func TestLimitsMaxBytes(t *testing.T) {
 	if busy := relRequireAllFree(t, m.Dir, relFilesIn(t, m.Dir), 5*time.Second); len(busy) > 0 {
 		t.Errorf("locks on a byte-full mount: %v", busy)
 	}
-	// Unlinking a gives its bytes back (once the kernel forgets the
-	// inode: FORGET is asynchronous, so allow a moment).
+	// Unlinking a gives its bytes back: at once, or when the RELEASE of
+	// the ReadFile above arrives (the kernel sends it in the background),
+	// so allow a moment.
 	if err := os.Remove(a); err != nil {
 		t.Fatal(err)
 	}
 	c := filepath.Join(m.Dir, "c")
 	var werr error
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if werr = os.WriteFile(c, full, 0o644); werr == nil || time.Now().After(deadline) {
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if werr = os.WriteFile(c, full, 0o644); !errors.Is(werr, unix.ENOSPC) || time.Now().After(deadline) {
 			break
 		}
 	}
 	if werr != nil {
 		t.Errorf("write after unlinking the big file: %v", werr)
+	}
+	// An unlinked file that is still open keeps its bytes until its last
+	// close, as on tmpfs.
+	held, err := os.Open(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(c); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(a, full, 0o644); !errors.Is(err, unix.ENOSPC) {
+		t.Errorf("write while the unlinked big file is open: %v, want ENOSPC", err)
+	}
+	if got, err := io.ReadAll(held); err != nil || !slices.Equal(got, full) {
+		t.Errorf("content of the unlinked open file: %d bytes (%v), want %d", len(got), err, len(full))
+	}
+	held.Close()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if werr = os.WriteFile(a, full, 0o644); !errors.Is(werr, unix.ENOSPC) || time.Now().After(deadline) {
+			break
+		}
+	}
+	if werr != nil {
+		t.Errorf("write after the unlinked big file's last close: %v", werr)
 	}
 }
 
