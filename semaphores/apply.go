@@ -102,7 +102,7 @@ func (t *Table) applyPosix(f *file, sp *space, h *holder, req *Request, now time
 		relFh = req.Fh
 	}
 	recs := h.recs
-	out := f.scratch[:0] // rebuilt here, then copied back into h.recs
+	out := f.st.scratch[:0] // rebuilt here, then copied back into h.recs
 	start, end := req.Start, req.End
 	added := false
 	var survivor *record // the record that absorbs a lock request
@@ -207,7 +207,7 @@ scan:
 	h.recs = append(h.recs[:0], out...)
 	clear(h.recs[len(out):cap(h.recs)])
 	clear(out)
-	f.scratch = out[:0]
+	f.st.scratch = out[:0]
 	if len(h.recs) == 0 {
 		sp.dropHolder(h)
 	}

@@ -653,13 +653,43 @@ func fileInvariants(n uint64, f *file) error {
 	// An empty entry may stay between lock calls (unlockFile keeps it
 	// for the next call); Flush and Release remove it, which the end of
 	// every scenario checks through Stats.
-	if len(f.woken) != 0 {
-		return fmt.Errorf("%d woken waiters outside the lock", len(f.woken))
+	if f.st == nil {
+		return oneLockInvariants(&f.one)
 	}
-	for _, sp := range []*space{&f.posix, &f.flock} {
+	if f.one.held {
+		return fmt.Errorf("a full file keeps a compact lock %+v", f.one)
+	}
+	if f.st.empty() {
+		return fmt.Errorf("an empty full state was not compacted")
+	}
+	if len(f.st.woken) != 0 {
+		return fmt.Errorf("%d woken waiters outside the lock", len(f.st.woken))
+	}
+	for _, sp := range f.spaces() {
 		if err := spaceInvariants(sp); err != nil {
 			return fmt.Errorf("%s space: %w", sp.kind, err)
 		}
+	}
+	return nil
+}
+
+// oneLockInvariants checks the compact form's lock, which is what a
+// record of a solo holder would be.
+func oneLockInvariants(o *oneLock) error {
+	if !o.held {
+		if *o != (oneLock{}) {
+			return fmt.Errorf("a released compact lock keeps fields: %+v", *o)
+		}
+		return nil
+	}
+	if o.typ != ReadLock && o.typ != WriteLock {
+		return fmt.Errorf("compact lock type %v", o.typ)
+	}
+	if o.start > o.end || o.end > OffsetMax {
+		return fmt.Errorf("compact lock range %d..%d", o.start, o.end)
+	}
+	if o.space == SpaceFlock && (o.start != 0 || o.end != OffsetMax || o.ofd) {
+		return fmt.Errorf("compact flock lock %+v", *o)
 	}
 	return nil
 }

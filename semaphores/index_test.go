@@ -28,7 +28,7 @@ func TestWriteIndexMatchesScan(t *testing.T) {
 		if err := fileInvariants(1, f); err != nil {
 			t.Fatalf("round %d: %v", round, err)
 		}
-		sp := &f.posix
+		sp := &f.st.posix
 		for q := 0; q < 200; q++ {
 			o := uint64(1 + rng.Intn(owners+1))
 			start := uint64(rng.Intn(220))

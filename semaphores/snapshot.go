@@ -72,14 +72,20 @@ func (t *Table) FileSnapshot(node uint64) (FileState, bool) {
 		return FileState{}, false
 	}
 	fs := FileState{Node: node}
-	for _, sp := range []*space{&f.posix, &f.flock} {
+	if f.st == nil {
+		if f.one.held {
+			fs.Locks = append(fs.Locks, f.one.lock())
+		}
+		return fs, true
+	}
+	for _, sp := range []*space{&f.st.posix, &f.st.flock} {
 		for h := sp.head; h != nil; h = h.next {
 			for _, r := range h.recs {
 				fs.Locks = append(fs.Locks, r.lock())
 			}
 		}
 	}
-	for _, sp := range []*space{&f.posix, &f.flock} {
+	for _, sp := range []*space{&f.st.posix, &f.st.flock} {
 		for w := sp.queue.head; w != nil; w = w.q.next {
 			wt := waiterOf(f, sp, &w.req, w.since, w.attempts)
 			wt.Blocked = true
@@ -91,7 +97,7 @@ func (t *Table) FileSnapshot(node uint64) (FileState, bool) {
 		}
 	}
 	var polls []Waiter
-	for _, sp := range []*space{&f.posix, &f.flock} {
+	for _, sp := range []*space{&f.st.posix, &f.st.flock} {
 		for _, p := range sp.pollers {
 			wt := waiterOf(f, sp, &p.req, p.since, p.attempts)
 			if r := sp.firstConflict(&p.req); r != nil {
@@ -140,7 +146,10 @@ func (t *Table) Stats() Stats {
 		f.mu.Lock()
 		if !f.dead {
 			st.Files++
-			for _, sp := range []*space{&f.posix, &f.flock} {
+			if f.one.held {
+				st.Records++
+			}
+			for _, sp := range f.spaces() {
 				for h := sp.head; h != nil; h = h.next {
 					st.Records += len(h.recs)
 				}

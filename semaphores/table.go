@@ -58,6 +58,10 @@ type Table struct {
 	files map[uint64]*file
 
 	graph deadlockGraph
+
+	// fullOnly keeps every file in the full form (tests compare the
+	// two forms with it).
+	fullOnly bool
 }
 
 // NewTable returns an empty lock table.
@@ -88,46 +92,72 @@ func NewTable(opts Options) *Table {
 }
 
 // file is the lock state of one node.
+//
+// It has two forms. In the compact form (st == nil) the file holds at
+// most one lock, in one, and nothing else: no second lock, no waiter, no
+// poller. That is a lock directory's usual state, and it costs a third
+// of the full form. Any request the compact form cannot answer exactly
+// as the full form would first promotes the file (compact.go); a file
+// whose full state empties goes back to the compact form when the call
+// ends (held.release). The two forms give the same answers and events.
 type file struct {
-	// mu guards every field below and everything reachable from the two
-	// spaces (holders, records, waiters, pollers).
+	// mu guards every field below and everything reachable from st
+	// (holders, records, waiters, pollers).
 	mu   sync.Mutex
 	node uint64
 	dead bool // removed from Table.files; re-look it up
 	// decided is set when a waiter's wait was decided (its goroutine
 	// made runnable) under the current hold of mu; held collects it.
-	// (Next to dead, in the padding before posix: a 320-byte file.)
 	decided bool
-	posix   space
-	flock   space
+	// one is the compact form's lock, when one.held.
+	one oneLock
+	// st is the full form's state; nil in the compact form.
+	st *fileState
 	// handles records, per open file description (fh), the owner known
 	// to be that description's own (flock and OFD owner), learnt from a
 	// flock request or an F_OFD_GETLK(F_UNLCK) through it (R24). It is
 	// dropped at RELEASE, when fh numbers and owners are recycled (G2).
 	handles map[uint64]uint64
-	// woken holds waiters whose blocker changed, to be re-examined by
-	// wake before the mutex is released; always empty outside the lock.
-	woken []*waiter
-	seq   uint64 // last waiter arrival number
 	// closing holds, per description (fh) that still has locks here,
 	// the time of its latest FLUSH: one of its fds was closed, and if it
 	// was the last one its RELEASE is on its way. A lock call through
 	// the description removes it.
 	closing map[uint64]time.Time
+}
+
+// fileState is the full form of a file's lock state: both lock spaces
+// with their holders, records, waiters and pollers. Guarded by the
+// file's mutex.
+type fileState struct {
+	posix space
+	flock space
+	// woken holds waiters whose blocker changed, to be re-examined by
+	// wake before the mutex is released; always empty outside the lock.
+	woken []*waiter
+	seq   uint64 // last waiter arrival number
 	// scratch is applyPosix's working slice, kept to spare an
 	// allocation per call.
 	scratch []*record
 }
 
-func (f *file) space(s Space) *space {
+func (st *fileState) space(s Space) *space {
 	if s == SpaceFlock {
-		return &f.flock
+		return &st.flock
 	}
-	return &f.posix
+	return &st.posix
+}
+
+// empty reports whether the full form holds nothing: it may go back to
+// the compact form.
+func (st *fileState) empty() bool {
+	return st.posix.empty() && st.flock.empty() && len(st.woken) == 0
 }
 
 func (f *file) empty() bool {
-	return f.posix.empty() && f.flock.empty() && len(f.handles) == 0 && len(f.closing) == 0
+	if f.st != nil && !f.st.empty() || f.one.held {
+		return false
+	}
+	return len(f.handles) == 0 && len(f.closing) == 0
 }
 
 // releaseDue reports until when a RELEASE of a description of r may be
@@ -168,8 +198,13 @@ func (f *file) noteDescriptionOwner(fh, owner uint64) {
 		f.handles = make(map[uint64]uint64)
 	}
 	f.handles[fh] = owner
-	if h := f.posix.holder(owner); h != nil {
-		h.ofd = true
+	switch {
+	case f.st != nil:
+		if h := f.st.posix.holder(owner); h != nil {
+			h.ofd = true
+		}
+	case f.one.held && f.one.space == SpacePOSIX && f.one.owner == owner:
+		f.one.ofd = true
 	}
 }
 
@@ -188,8 +223,9 @@ func (t *Table) lockFile(node uint64, create bool) *file {
 			f = t.files[node]
 			if f == nil {
 				f = &file{node: node}
-				f.posix.init(SpacePOSIX)
-				f.flock.init(SpaceFlock)
+				if t.fullOnly {
+					f.promote()
+				}
 				t.files[node] = f
 			}
 			t.mu.Unlock()
@@ -246,22 +282,30 @@ func (t *Table) Getlk(req Request) (Lock, error) {
 	if f == nil {
 		return Lock{Type: Unlock}, nil
 	}
+	if f.st == nil && !f.one.held {
+		// No lock at all: nothing conflicts, nothing of the owner's.
+		if req.Type == Unlock {
+			f.noteDescriptionOwner(req.Fh, req.Owner)
+		}
+		return Lock{Type: Unlock}, nil
+	}
+	f.full()
 	if req.Type == Unlock {
 		// Only an OFD owner can send this (R23): it is evidence (R24).
 		// An owner that locked through another description is a
 		// classic POSIX owner (R24), and the kernel refuses F_GETLK
 		// with F_UNLCK itself: such a request is forged, and gets the
 		// kernel's EINVAL without teaching the engine anything.
-		if o := f.posix.holder(req.Owner); o != nil && f.lockedThroughOther(o, req.Fh) {
+		if o := f.st.posix.holder(req.Owner); o != nil && f.lockedThroughOther(o, req.Fh) {
 			return Lock{}, ErrInvalid
 		}
 		f.noteDescriptionOwner(req.Fh, req.Owner)
-		if r := f.posix.firstOwnOverlap(&req); r != nil {
+		if r := f.st.posix.firstOwnOverlap(&req); r != nil {
 			return r.lock(), nil
 		}
 		return Lock{Type: Unlock}, nil
 	}
-	if r := f.posix.firstConflict(&req); r != nil {
+	if r := f.st.posix.firstConflict(&req); r != nil {
 		l := r.lock()
 		if l.Class == ClassOFD {
 			l.Pid = 0
@@ -279,11 +323,14 @@ func (t *Table) begin(req *Request, h *held) (sp *space, now time.Time, blocker 
 	}
 	f := h.lock(t, req.Node, true)
 	now = t.now()
-	sp = f.space(req.Space)
 	f.touched(req.Fh)
 	if req.Space == SpaceFlock {
 		f.noteDescriptionOwner(req.Fh, req.Owner)
 	}
+	if f.st == nil && t.attemptCompact(f, req, now) {
+		return nil, now, nil, nil
+	}
+	sp = f.full().space(req.Space)
 	return sp, now, t.attempt(f, sp, req, now, nil), nil
 }
 
@@ -292,8 +339,9 @@ func (t *Table) begin(req *Request, h *held) (sp *space, now time.Time, blocker 
 // including a panic that go-fuse recovers (which would otherwise leave
 // the file locked and every later request on it hanging).
 type held struct {
-	f      *file
-	locked bool
+	f        *file
+	locked   bool
+	fullOnly bool // Table.fullOnly
 	// decided: a waiter's wait was decided while this call held f.mu.
 	decided bool
 }
@@ -301,6 +349,7 @@ type held struct {
 func (h *held) lock(t *Table, node uint64, create bool) *file {
 	h.f = t.lockFile(node, create)
 	h.locked = h.f != nil
+	h.fullOnly = t.fullOnly
 	return h.f
 }
 
@@ -327,6 +376,9 @@ func (h *held) release() {
 	if h.locked {
 		h.locked = false
 		h.collect()
+		if !h.fullOnly {
+			h.f.compact()
+		}
 		h.f.mu.Unlock()
 	}
 }
@@ -475,7 +527,12 @@ func (t *Table) Flush(node, fh, owner uint64) {
 		return
 	}
 	now := t.now()
-	sp := &f.posix
+	if f.st == nil {
+		t.flushCompact(f, fh, owner, now)
+		t.deleteIfEmpty(f)
+		return
+	}
+	sp := &f.st.posix
 	if h := sp.holder(owner); h != nil {
 		t.removeRecords(f, sp, h, now, ReasonClose)
 	}
@@ -516,15 +573,26 @@ func (t *Table) Release(rel ReleaseRequest) {
 	}
 	now := t.now()
 	fh := rel.Fh
-	if h := f.flock.holder(fh); h != nil {
-		t.removeRecords(f, &f.flock, h, now, ReasonRelease)
+	if f.st == nil {
+		if !f.one.held || f.one.fh != fh {
+			// Nothing of fh's is held: only what the engine learnt
+			// about the description goes.
+			delete(f.handles, fh)
+			delete(f.closing, fh)
+			t.deleteIfEmpty(f)
+			return
+		}
+		f.full()
 	}
-	for h := f.posix.head; h != nil; {
+	if h := f.st.flock.holder(fh); h != nil {
+		t.removeRecords(f, &f.st.flock, h, now, ReasonRelease)
+	}
+	for h := f.st.posix.head; h != nil; {
 		next := h.next
 		t.releasePosix(f, h, fh, now)
 		h = next
 	}
-	for _, sp := range []*space{&f.posix, &f.flock} {
+	for _, sp := range []*space{&f.st.posix, &f.st.flock} {
 		for key, p := range sp.pollers {
 			if p.req.Fh == fh {
 				t.giveUp(f, sp, key, p, now)
@@ -554,16 +622,16 @@ func (t *Table) releasePosix(f *file, h *holder, fh uint64, now time.Time) {
 			break // the holder is gone
 		}
 		unlock := Request{Node: f.node, Fh: fh, Owner: h.owner, Type: Unlock, Start: x.start, End: x.end}
-		t.applyPosix(f, &f.posix, h, &unlock, now, ReasonRelease)
+		t.applyPosix(f, &f.st.posix, h, &unlock, now, ReasonRelease)
 	}
 }
 
 // hasLocksOf reports whether description fh holds any lock on f.
 func (f *file) hasLocksOf(fh uint64) bool {
-	if f.flock.holder(fh) != nil {
+	if f.st.flock.holder(fh) != nil {
 		return true
 	}
-	for h := f.posix.head; h != nil; h = h.next {
+	for h := f.st.posix.head; h != nil; h = h.next {
 		if h.locksThrough(fh) {
 			return true
 		}

@@ -173,7 +173,7 @@ func (f *file) wakeBlocked(r *record) {
 		next := w.b.next
 		w.b = waitLink{}
 		w.blocker = nil
-		f.woken = append(f.woken, w)
+		f.st.woken = append(f.st.woken, w)
 		w = next
 	}
 	r.blocked = waitList{}
@@ -184,9 +184,12 @@ func (f *file) wakeBlocked(r *record) {
 // it), fails with EDEADLK, or is queued again behind its new first
 // conflict (R18, R20 "re-run on every retry").
 func (t *Table) wake(f *file, now time.Time) {
-	for len(f.woken) > 0 {
-		batch := f.woken
-		f.woken = nil
+	if f.st == nil {
+		return // the compact form has no waiters
+	}
+	for len(f.st.woken) > 0 {
+		batch := f.st.woken
+		f.st.woken = nil
 		slices.SortFunc(batch, func(a, b *waiter) int {
 			switch {
 			case a.seq < b.seq:
@@ -226,8 +229,8 @@ func (t *Table) wake(f *file, now time.Time) {
 // enqueue starts a wait for req behind blocker. It reports nil, and
 // queues nothing, when the wait would deadlock.
 func (t *Table) enqueue(f *file, sp *space, req *Request, blocker *record, now time.Time) *waiter {
-	f.seq++
-	w := &waiter{req: *req, sp: sp, seq: f.seq, ready: make(chan struct{})}
+	f.st.seq++
+	w := &waiter{req: *req, sp: sp, seq: f.st.seq, ready: make(chan struct{})}
 	if !t.block(f, w, blocker) {
 		return nil
 	}
@@ -248,8 +251,8 @@ func (t *Table) enqueue(f *file, sp *space, req *Request, blocker *record, now t
 // (see Table.Setlk). It is not a wait of the owner's: no event, no
 // deadlock check; its wait, if any, continues the owner's poll.
 func (t *Table) enqueueGrace(f *file, sp *space, req *Request, blocker *record, now, due time.Time) *waiter {
-	f.seq++
-	w := &waiter{req: *req, sp: sp, seq: f.seq, ready: make(chan struct{}), grace: true, due: due}
+	f.st.seq++
+	w := &waiter{req: *req, sp: sp, seq: f.st.seq, ready: make(chan struct{}), grace: true, due: due}
 	w.since, w.attempts = now, 1
 	if p := sp.pollers[sp.key(req)]; p != nil {
 		w.since, w.attempts = p.since, p.attempts+1
