@@ -28,4 +28,8 @@
 //     OFD locks (R12). Neither needs a context: they always complete.
 //   - Every state change is reported once to the Observer, in order.
 //   - Once every owner has closed its files, the table holds nothing.
+//   - A file whose only state is one lock (a lock directory's usual
+//     case) is held in a compact form, about 160 bytes per lock; the
+//     full form is built when a second lock, a waiter or a poller comes,
+//     and both forms give the same answers and events (compact.go).
 package semaphores
