@@ -40,11 +40,7 @@ import (
 // creation again once a file is unlinked.
 func TestLimitsMaxFiles(t *testing.T) {
 	const limit = 16
-	m := mountLockfs(t, fmt.Sprintf("--max-files=%d", limit))
-	tmp := mountTmpfs(t)
-	if err := unix.Mount("", tmp, "", unix.MS_REMOUNT, fmt.Sprintf("nr_inodes=%d", limit)); err != nil {
-		t.Fatalf("remount tmpfs nr_inodes=%d: %v", limit, err)
-	}
+	m, tmp := mountInodeCapped(t, limit)
 	got := relFillFiles(t, m.Dir, limit+10)
 	want := relFillFiles(t, tmp, limit+10)
 	if got != want {
@@ -96,11 +92,7 @@ func createAfterRelease(path string) error {
 // tmpfs of the same nr_inodes.
 func TestLimitsMaxFilesUnlinkedOpen(t *testing.T) {
 	const limit = 8
-	m := mountLockfs(t, fmt.Sprintf("--max-files=%d", limit))
-	tmp := mountTmpfs(t)
-	if err := unix.Mount("", tmp, "", unix.MS_REMOUNT, fmt.Sprintf("nr_inodes=%d", limit)); err != nil {
-		t.Fatalf("remount tmpfs nr_inodes=%d: %v", limit, err)
-	}
+	m, tmp := mountInodeCapped(t, limit)
 	for _, dir := range []string{m.Dir, tmp} {
 		fs := "lockfs"
 		if dir == tmp {
@@ -145,6 +137,17 @@ func TestLimitsMaxFilesUnlinkedOpen(t *testing.T) {
 			t.Errorf("%s: create past the limit again: %v, want ENOSPC", fs, err)
 		}
 	}
+}
+
+// mountInodeCapped mounts a lockfs with --max-files=limit and a tmpfs
+// with nr_inodes=limit, to be compared side by side.
+func mountInodeCapped(t *testing.T, limit int) (*Mount, string) {
+	m := mountLockfs(t, fmt.Sprintf("--max-files=%d", limit))
+	tmp := mountTmpfs(t)
+	if err := unix.Mount("", tmp, "", unix.MS_REMOUNT, fmt.Sprintf("nr_inodes=%d", limit)); err != nil {
+		t.Fatalf("remount tmpfs nr_inodes=%d: %v", limit, err)
+	}
+	return m, tmp
 }
 
 // relFillFiles creates files, a directory and a symlink until the mount is
