@@ -95,8 +95,9 @@ func NewTable(opts Options) *Table {
 //
 // It has two forms. In the compact form (st == nil) the file holds at
 // most one lock, in one, and nothing else: no second lock, no waiter, no
-// poller. That is a lock directory's usual state, and it costs a third
-// of the full form. Any request the compact form cannot answer exactly
+// poller. That is a lock directory's usual state, and it costs about a
+// quarter of the memory of the full form (158 against 582 bytes per
+// held lock, BenchmarkHeldLockMemory). Any request the compact form cannot answer exactly
 // as the full form would first promotes the file (compact.go); a file
 // whose full state empties goes back to the compact form when the call
 // ends (held.release). The two forms give the same answers and events.
