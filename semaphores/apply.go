@@ -28,7 +28,7 @@ func (t *Table) attempt(f *file, sp *space, req *Request, now time.Time, w *wait
 			return c
 		}
 		h = sp.addHolder(sp.key(req), req.Owner, false)
-		h.recs = append(h.recs, t.newRecord(sp, h, req, 0, OffsetMax, now))
+		h.recs = append(h.recs, sp.newRecord(h, req, 0, OffsetMax, now))
 		t.granted(f, sp, req, w, now, true)
 		return nil
 	}
@@ -66,7 +66,9 @@ func (t *Table) attempt(f *file, sp *space, req *Request, now time.Time, w *wait
 	return nil
 }
 
-func (t *Table) newRecord(sp *space, h *holder, req *Request, start, end uint64, now time.Time) *record {
+// newRecord makes a record of h for req's type, pid, uid and description,
+// covering start..end since now, and counts it among sp's writers.
+func (sp *space) newRecord(h *holder, req *Request, start, end uint64, now time.Time) *record {
 	r := &record{
 		holder: h, typ: req.Type, start: start, end: end,
 		pid: req.Pid, uid: req.Uid, fh: req.Fh, since: now,
@@ -152,7 +154,7 @@ scan:
 			t.emitReleased(f, fl, relFh, fl.start, fl.end, reason, now)
 			f.dropRecord(sp, fl)
 			if !added {
-				survivor = t.newRecord(sp, h, req, start, end, now)
+				survivor = sp.newRecord(h, req, start, end, now)
 				out = append(out, survivor)
 				added = true
 			}
@@ -161,7 +163,7 @@ scan:
 		out = append(out, fl) // left remainder, trimmed below
 	}
 	if !added && req.Type != Unlock {
-		survivor = t.newRecord(sp, h, req, start, end, now)
+		survivor = sp.newRecord(h, req, start, end, now)
 		out = append(out, survivor)
 	}
 	var leftCopy *record

@@ -68,14 +68,8 @@ func (f *file) promote() {
 	if o.space == SpacePOSIX {
 		h.fh = o.fh
 	}
-	r := &record{
-		holder: h, typ: o.typ, start: o.start, end: o.end,
-		pid: o.pid, uid: o.uid, fh: o.fh, since: o.since,
-	}
-	if r.typ == WriteLock {
-		sp.addWriter(r)
-	}
-	h.recs = append(h.recs, r)
+	req := Request{Type: o.typ, Pid: o.pid, Uid: o.uid, Fh: o.fh}
+	h.recs = append(h.recs, sp.newRecord(h, &req, o.start, o.end, o.since))
 	*o = oneLock{}
 }
 

@@ -78,14 +78,14 @@ func (t *Table) FileSnapshot(node uint64) (FileState, bool) {
 		}
 		return fs, true
 	}
-	for _, sp := range []*space{&f.st.posix, &f.st.flock} {
+	for _, sp := range f.spaces() {
 		for h := sp.head; h != nil; h = h.next {
 			for _, r := range h.recs {
 				fs.Locks = append(fs.Locks, r.lock())
 			}
 		}
 	}
-	for _, sp := range []*space{&f.st.posix, &f.st.flock} {
+	for _, sp := range f.spaces() {
 		for w := sp.queue.head; w != nil; w = w.q.next {
 			wt := waiterOf(f, sp, &w.req, w.since, w.attempts)
 			wt.Blocked = true
@@ -97,7 +97,7 @@ func (t *Table) FileSnapshot(node uint64) (FileState, bool) {
 		}
 	}
 	var polls []Waiter
-	for _, sp := range []*space{&f.st.posix, &f.st.flock} {
+	for _, sp := range f.spaces() {
 		for _, p := range sp.pollers {
 			wt := waiterOf(f, sp, &p.req, p.since, p.attempts)
 			if r := sp.firstConflict(&p.req); r != nil {
