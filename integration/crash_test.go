@@ -572,17 +572,22 @@ func relWaitsOnFUSE(pid int) bool {
 // TestLockfsKilledKeepsAnsweredEvents: an audit event is never lost, also
 // when lockfs dies (issue 5): once a lock call has been answered, its
 // event must be in the log even if lockfs is killed the next moment. A
-// writer that batches events after answering loses them.
+// writer that batches events after answering loses them. lockfs hands
+// the lines to its log spool's keeper process, which must be up before
+// the kill and must write them and exit after it.
 func TestLockfsKilledKeepsAnsweredEvents(t *testing.T) {
 	const rounds = 3
 	lost := 0
 	for i := 0; i < rounds; i++ {
 		om := startOwnLockfs(t, ownMountOpts{})
+		keeper := logKeeperOf(t, om.Proc.Pid)
 		a := startActor(t, fmt.Sprintf("locker%d", i), om.Dir, "")
 		fd := relMustReply(t, a, "open answered rw", "OK ")
 		relMustReply(t, a, "setlk "+fd+" WR SET 0 0", "OK")
 		om.Proc.Kill() // right after the answer
 		<-om.exited
+		waitProcessGone(t, keeper, "lockfs's log keeper after lockfs was killed")
+		checkLogKeeper(t, om.LogPath)
 		found := false
 		for _, e := range relReadEvents(t, om.LogPath) {
 			if e.Event == "acquired" && e.Lock == "answered" && e.Pid == a.pid {
@@ -595,5 +600,42 @@ func TestLockfsKilledKeepsAnsweredEvents(t *testing.T) {
 	}
 	if lost > 0 {
 		t.Errorf("the acquired event of an answered lock call was missing from the log after kill -9 in %d of %d rounds", lost, rounds)
+	}
+}
+
+// logKeeperOf returns the pid of lockfs's log keeper: the child of
+// lockfs (pid) whose command line starts with lockfs-log-keeper.
+func logKeeperOf(t *testing.T, pid int) int {
+	t.Helper()
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pid))
+	for _, task := range tasks {
+		b, _ := os.ReadFile(task)
+		for _, f := range strings.Fields(string(b)) {
+			child, _ := strconv.Atoi(f)
+			cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", child))
+			if strings.HasPrefix(string(cmdline), "lockfs-log-keeper\x00") {
+				return child
+			}
+		}
+	}
+	t.Fatalf("lockfs (pid %d) has no lockfs-log-keeper child", pid)
+	return 0
+}
+
+// waitProcessGone waits until process pid has exited (a zombie counts:
+// it is not our child to reap).
+func waitProcessGone(t *testing.T, pid int, what string) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			return
+		}
+		if i := strings.LastIndexByte(string(b), ')'); i > 0 && len(b) > i+2 && (b[i+2] == 'Z' || b[i+2] == 'X') {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s (pid %d) still running after 10 s", what, pid)
+		}
 	}
 }

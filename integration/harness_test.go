@@ -286,6 +286,7 @@ func (m *Mount) stop(t testing.TB) {
 			}
 		}
 	}
+	checkLogKeeper(t, m.LogPath)
 	for deadline := time.Now().Add(time.Second); ; time.Sleep(10 * time.Millisecond) {
 		if _, ok := mountedAt(m.Dir); !ok {
 			return
@@ -294,6 +295,19 @@ func (m *Mount) stop(t testing.TB) {
 			t.Errorf("%s is still in /proc/self/mountinfo after lockfs exited; detaching it", m.Dir)
 			exec.Command("umount", "-l", m.Dir).Run()
 			return
+		}
+	}
+}
+
+// checkLogKeeper fails t if lockfs reported that its log spool's keeper
+// died: a keeper that cannot run (lockfs then writes each line itself)
+// would leave the spool's crash path untested while everything passes.
+func checkLogKeeper(t testing.TB, logPath string) {
+	t.Helper()
+	b, _ := os.ReadFile(logPath)
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.Contains(l, `"event":"log_keeper_exited"`) {
+			t.Errorf("lockfs's log keeper exited while lockfs ran: %s", l)
 		}
 	}
 }

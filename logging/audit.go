@@ -98,11 +98,13 @@ func (a *Audit) LockEvent(e semaphores.Event) {
 	a.qmu.Unlock()
 }
 
-// Sync returns once every event queued before the call is in the file.
-// Callers combine: whoever takes the writer's turn writes everything
-// queued so far with one write(2), in order; the others find their
-// events written when their turn comes. So a lone lock call writes its
-// own events, and concurrent ones share a write.
+// Sync returns once every event queued before the call is handed to
+// the log output: for a log file, copied into its spool, from where it
+// reaches the file within about a millisecond and survives a kill -9 of
+// lockfs (logging/spool); for stderr, written. Callers combine: whoever
+// takes the writer's turn hands over everything queued so far, in
+// order; the others find their events handed over when their turn
+// comes.
 func (a *Audit) Sync() {
 	a.qmu.Lock()
 	target := a.queued
