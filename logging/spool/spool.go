@@ -68,9 +68,10 @@ const FlushInterval = time.Millisecond
 // it parks; the next Write then wakes it.
 const parkAfter = 50
 
-// DefaultCapacity is the ring's size: about 2,500 audit lines, two
-// seconds of lockfs's fastest lock traffic on a machine whose disk has
-// stalled.
+// DefaultCapacity is the ring's size: about 2,500 audit lines, a tenth
+// of a second of lockfs's fastest lock traffic here. When the file
+// cannot keep up (a stalled disk), Write waits for room, as a write(2)
+// would have.
 const DefaultCapacity = 1 << 20
 
 // KeeperEnv, in a process's environment, makes this package's init run
