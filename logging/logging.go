@@ -104,11 +104,15 @@ func New(cfg Config) (*Logger, error) {
 	}
 	l.out = direct
 	terminal := isTerminal(direct.f)
+	built := make(chan struct{}) // closed once l can log
 	if st, err := direct.f.Stat(); cfg.File != "" && err == nil && st.Mode().IsRegular() {
 		s, err := spool.Open(cfg.File, spool.Options{
-			Mode:         LogFileMode,
-			Open:         openLogFile,
-			OnKeeperExit: l.keeperExited,
+			Mode: LogFileMode,
+			Open: openLogFile,
+			OnKeeperExit: func(err error) {
+				<-built
+				l.keeperExited(err)
+			},
 		})
 		if err == nil {
 			direct.f.Close()
@@ -128,6 +132,7 @@ func New(cfg Config) (*Logger, error) {
 	base := zerolog.New(w).Level(level)
 	l.Logger = base.With().Timestamp().Logger()
 	l.audit = base
+	close(built)
 	return l, nil
 }
 
