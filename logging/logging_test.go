@@ -8,9 +8,11 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/lockfs/lockfs/logging/spool"
 	"github.com/lockfs/lockfs/semaphores"
 )
 
@@ -114,5 +116,38 @@ func TestAuditOrderAndDrain(t *testing.T) {
 		if n := next[uint32(900000+w)]; n != each {
 			t.Errorf("writer %d: %d events in the files, want %d", w, n, each)
 		}
+	}
+}
+
+// TestLogKeeperKilled: when the log spool's keeper is killed, the log
+// says so (log_keeper_exited) and from then on an audit event is in the
+// file when Sync returns, without waiting for the flusher.
+func TestLogKeeperKilled(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "audit.log")
+	l, err := New(Config{File: path, Format: FormatJSON})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	s, ok := l.out.(*spool.Spool)
+	if !ok {
+		t.Fatalf("a log file is written through %T, want a spool", l.out)
+	}
+	if err := syscall.Kill(s.KeeperPid(), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if b, _ := os.ReadFile(path); strings.Contains(string(b), `"event":"log_keeper_exited"`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no log_keeper_exited line 10 s after the keeper was killed")
+		}
+	}
+	a := NewAudit(l, func(node uint64) (string, string) { return "f", "/mnt/f" })
+	a.LockEvent(semaphores.Event{Kind: semaphores.EventAcquired, Time: time.Now(), Pid: 4242, Type: semaphores.WriteLock, End: semaphores.OffsetMax})
+	a.Sync()
+	if b, _ := os.ReadFile(path); !strings.Contains(string(b), `"pid":4242`) {
+		t.Fatalf("after the keeper died, an event is not in the file when Sync returns:\n%s", b)
 	}
 }
