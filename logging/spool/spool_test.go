@@ -16,6 +16,7 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+	"pgregory.net/rapid"
 )
 
 // writerEnv makes the test binary a writer process for the kill tests
@@ -428,4 +429,46 @@ func BenchmarkWrite(b *testing.B) {
 	for b.Loop() {
 		s.Write(p)
 	}
+}
+
+// TestWritesArriveWhole: any sequence of writes, of any size against any
+// ring size, with flushes, reopens and idle pauses between them, reaches
+// the file byte for byte.
+func TestWritesArriveWhole(t *testing.T) {
+	dir := t.TempDir()
+	n := 0
+	rapid.Check(t, func(rt *rapid.T) {
+		n++
+		path := filepath.Join(dir, fmt.Sprintf("log%d", n))
+		capacity := rapid.IntRange(1, 4096).Draw(rt, "capacity")
+		s, err := Open(path, Options{Capacity: capacity, Open: openAppend})
+		if err != nil {
+			rt.Fatal(err)
+		}
+		var want bytes.Buffer
+		for _, op := range rapid.SliceOfN(rapid.IntRange(0, 9), 1, 40).Draw(rt, "ops") {
+			switch op {
+			case 0:
+				s.Flush()
+			case 1:
+				time.Sleep(2 * FlushInterval)
+			case 2:
+				if err := s.Reopen(); err != nil { // the same path: appends go on
+					rt.Fatal(err)
+				}
+			default:
+				p := rapid.SliceOfN(rapid.SampledFrom([]byte("ab\n")), 0, 3*capacity).Draw(rt, "p")
+				if n, err := s.Write(p); n != len(p) || err != nil {
+					rt.Fatalf("Write(%d bytes) = %d, %v", len(p), n, err)
+				}
+				want.Write(p)
+			}
+		}
+		if err := s.Close(); err != nil {
+			rt.Fatal(err)
+		}
+		if got, _ := os.ReadFile(path); !bytes.Equal(got, want.Bytes()) {
+			rt.Fatalf("file has %d bytes, want the %d written (capacity %d)", len(got), want.Len(), capacity)
+		}
+	})
 }
