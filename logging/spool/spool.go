@@ -121,6 +121,10 @@ type Options struct {
 	// keeper exits while the spool is open. From then on every Write is
 	// in the file when it returns.
 	OnKeeperExit func(error)
+
+	// withoutKeeper, for this package's tests of the ring alone, starts
+	// no keeper: nothing survives the process.
+	withoutKeeper bool
 }
 
 // Spool is an append-only byte stream to a file, crash-safe once
@@ -213,7 +217,15 @@ func Open(path string, opts Options) (*Spool, error) {
 		unix.Munmap(s.mem)
 		return nil, err
 	}
-	if err := s.startKeeper(mem); err != nil {
+	if opts.withoutKeeper {
+		s.keeperPipe, err = os.Open(os.DevNull)
+		if err != nil {
+			s.f.Close()
+			unix.Munmap(s.mem)
+			return nil, err
+		}
+		close(s.keeperDone)
+	} else if err := s.startKeeper(mem); err != nil {
 		s.f.Close()
 		unix.Munmap(s.mem)
 		return nil, err

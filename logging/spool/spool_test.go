@@ -441,7 +441,7 @@ func TestWritesArriveWhole(t *testing.T) {
 		n++
 		path := filepath.Join(dir, fmt.Sprintf("log%d", n))
 		capacity := rapid.IntRange(1, 4096).Draw(rt, "capacity")
-		s, err := Open(path, Options{Capacity: capacity, Open: openAppend})
+		s, err := Open(path, Options{Capacity: capacity, Open: openAppend, withoutKeeper: true})
 		if err != nil {
 			rt.Fatal(err)
 		}
