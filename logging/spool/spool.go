@@ -74,6 +74,10 @@ const parkAfter = 50
 // would have.
 const DefaultCapacity = 1 << 20
 
+// KeeperName is the keeper's command name (comm, at most 15 bytes), as
+// ps and top show it; its argv[0] is lockfs-log-keeper.
+const KeeperName = "lockfs-keeper"
+
 // KeeperEnv, in a process's environment, makes this package's init run
 // the keeper and exit. Open sets it for the keeper it starts.
 const KeeperEnv = "LOCKFS_SPOOL_KEEPER"
@@ -242,20 +246,15 @@ func (s *Spool) store(off int, v uint64) {
 // startKeeper re-executes this binary as the keeper, handing it the
 // memfd and the read end of a pipe.
 func (s *Spool) startKeeper(mem *os.File) error {
-	exe, err := os.Executable()
-	if err != nil {
-		exe = "/proc/self/exe"
-	}
-	if _, err := os.Stat(exe); err != nil {
-		exe = "/proc/self/exe" // replaced or deleted since we started
-	}
 	r, w, err := os.Pipe()
 	if err != nil {
 		return fmt.Errorf("spool: pipe: %w", err)
 	}
 	defer r.Close()
 	cmd := &exec.Cmd{
-		Path:       exe,
+		// The running binary itself, even if its file has been replaced
+		// since (an upgrade): the keeper must know this ring's layout.
+		Path:       "/proc/self/exe",
 		Args:       []string{"lockfs-log-keeper", s.path, strconv.FormatUint(uint64(s.opts.Mode.Perm()), 8)},
 		Env:        []string{KeeperEnv + "=1"},
 		Dir:        "/",
@@ -498,6 +497,9 @@ func init() {
 // and the octal mode to create it with.
 func runKeeper(args []string) error {
 	signal.Ignore(syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGPIPE)
+	// Named for ps and top (started through /proc/self/exe, it would be
+	// "exe").
+	unix.Prctl(unix.PR_SET_NAME, uintptr(unsafe.Pointer(&[]byte(KeeperName + "\x00")[0])), 0, 0, 0)
 	// Nothing of the parent's may stay open here: a FUSE device or a
 	// readiness pipe held by the keeper would outlive the parent.
 	closeInherited(keeperPipeFD + 1)

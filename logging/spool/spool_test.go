@@ -209,6 +209,9 @@ func TestKeeperHoldsNothingElse(t *testing.T) {
 			t.Fatalf("keeper holds inherited descriptors %v", bad)
 		}
 	}
+	if comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid)); strings.TrimSpace(string(comm)) != KeeperName {
+		t.Errorf("keeper's command name %q, want %q", comm, KeeperName)
+	}
 	if cwd, err := os.Readlink(fmt.Sprintf("/proc/%d/cwd", pid)); err != nil || cwd != "/" {
 		t.Errorf("keeper's cwd %q (%v), want /", cwd, err)
 	}
