@@ -98,7 +98,6 @@ const (
 	offInflightDev  = 200
 	offInflightIno  = 208
 	offInflightSize = 216
-	offClosed       = 256 // 1 once Close has flushed everything
 	headerSize      = 4096
 	headerMagic     = 0x6c6f636b66737031 // "lockfsp1"
 )
@@ -222,12 +221,6 @@ func Open(path string, opts Options) (*Spool, error) {
 		return nil, err
 	}
 	if opts.withoutKeeper {
-		s.keeperPipe, err = os.Open(os.DevNull)
-		if err != nil {
-			s.f.Close()
-			unix.Munmap(s.mem)
-			return nil, err
-		}
 		close(s.keeperDone)
 	} else if err := s.startKeeper(mem); err != nil {
 		s.f.Close()
@@ -238,10 +231,11 @@ func Open(path string, opts Options) (*Spool, error) {
 	return s, nil
 }
 
-func (s *Spool) word(off int) *uint64 { return (*uint64)(unsafe.Pointer(&s.mem[off])) }
-func (s *Spool) store(off int, v uint64) {
-	atomic.StoreUint64(s.word(off), v)
-}
+// word is the header value at off in a spool mapping.
+func word(mem []byte, off int) *uint64 { return (*uint64)(unsafe.Pointer(&mem[off])) }
+
+func (s *Spool) word(off int) *uint64    { return word(s.mem, off) }
+func (s *Spool) store(off int, v uint64) { atomic.StoreUint64(s.word(off), v) }
 
 // startKeeper re-executes this binary as the keeper, handing it the
 // memfd and the read end of a pipe.
@@ -467,10 +461,11 @@ func (s *Spool) Close() error {
 		<-s.flusherDone
 		s.fileMu.Lock()
 		s.writeOut()
-		s.store(offClosed, 1)
 		s.closeErr = s.f.Close()
 		s.fileMu.Unlock()
-		s.keeperPipe.Close() // the keeper sees EOF, finds nothing to write, exits
+		if s.keeperPipe != nil {
+			s.keeperPipe.Close() // the keeper sees EOF, finds nothing to write, exits
+		}
 		select {
 		case <-s.keeperDone:
 		case <-time.After(5 * time.Second):
@@ -532,16 +527,13 @@ func runKeeper(args []string) error {
 
 // drain appends what the dead parent published and did not write.
 func drain(mem []byte, path string, mode os.FileMode) error {
-	word := func(off int) uint64 { return atomic.LoadUint64((*uint64)(unsafe.Pointer(&mem[off]))) }
-	if word(offMagic) != headerMagic {
+	load := func(off int) uint64 { return atomic.LoadUint64(word(mem, off)) }
+	if load(offMagic) != headerMagic {
 		return errors.New("spool memory not set up")
 	}
-	capacity, head, tail := word(offCapacity), word(offHead), word(offTail)
-	if word(offClosed) == 1 && head == tail {
-		return nil
-	}
+	capacity, head, tail := load(offCapacity), load(offHead), load(offTail)
 	if head == tail {
-		return nil
+		return nil // everything is in the file (always so after Close)
 	}
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, mode)
 	if err != nil {
@@ -550,12 +542,12 @@ func drain(mem []byte, path string, mode os.FileMode) error {
 	defer f.Close()
 	// The flusher's write in flight when the parent died: skip what
 	// of it the file already has.
-	if end := word(offInflightEnd); end > tail && end <= head {
+	if end := load(offInflightEnd); end > tail && end <= head {
 		var st unix.Stat_t
-		if unix.Fstat(int(f.Fd()), &st) == nil && st.Dev == word(offInflightDev) && st.Ino == word(offInflightIno) {
-			if grew := uint64(st.Size) - word(offInflightSize); uint64(st.Size) > word(offInflightSize) {
-				tail += min(grew, end-tail)
-			}
+		before := load(offInflightSize)
+		if unix.Fstat(int(f.Fd()), &st) == nil && st.Dev == load(offInflightDev) && st.Ino == load(offInflightIno) &&
+			uint64(st.Size) > before {
+			tail += min(uint64(st.Size)-before, end-tail)
 		}
 	}
 	return writeRange(f, mem[headerSize:], capacity, tail, head)

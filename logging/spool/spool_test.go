@@ -13,7 +13,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 	"pgregory.net/rapid"
@@ -389,7 +388,7 @@ func TestDrainSkipsWriteInFlight(t *testing.T) {
 		path := filepath.Join(t.TempDir(), "log")
 		const capacity = 16
 		mem := make([]byte, headerSize+capacity)
-		set := func(off int, v uint64) { *(*uint64)(unsafe.Pointer(&mem[off])) = v }
+		set := func(off int, v uint64) { *word(mem, off) = v }
 		stream := "0123456789abcdefghij" // bytes 0..19; the ring holds 4..19
 		for p := 4; p < len(stream); p++ {
 			mem[headerSize+p%capacity] = stream[p]
