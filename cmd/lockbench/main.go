@@ -72,6 +72,8 @@ Measurements (-only takes groups or measurement ids, comma-separated):
   flock       flock(LOCK_EX|LOCK_NB) + flock(LOCK_UN)
   oslo        oslo.concurrency/fasteners cycle: open(O_WRONLY|O_CREAT|O_APPEND),
               F_SETLK write (whole file), F_SETLKW unlock, close
+  sparse      the oslo cycle once every 10 ms (40 times): median time, and
+              the server's CPU time per cycle (with its children)
   handoff     two processes alternate one F_SETLKW write lock: rate and
               latency from the holder's unlock to the waiter's return
   throughput  P=1,2,4,8 processes, F_SETLKW lock + F_SETLK unlock, on P

@@ -93,6 +93,12 @@ func plan(cfg *config) []step {
 	steps = append(steps, step{group: "oslo", name: "oslo",
 		defs:    loopDefs("oslo", "oslo cycle: open, F_SETLK, F_SETLKW unlock, close"),
 		prepare: osloCycle})
+	steps = append(steps, step{group: "sparse", name: "sparse",
+		defs: []def{
+			{id: "sparse.p50", group: "sparse", title: "oslo cycle, one every 10 ms: median time", unit: "µs", better: lower},
+			{id: "sparse.cpu", group: "sparse", title: "  server CPU per cycle, one every 10 ms", unit: "µs", better: lower, server: true},
+		},
+		run: (*runner).sparse})
 	steps = append(steps, step{group: "handoff", name: "handoff",
 		defs: []def{
 			{id: "handoff.rate", group: "handoff", title: "handoff between 2 processes (F_SETLKW)", unit: "ops/s", better: higher, exclusive: true},
@@ -173,7 +179,7 @@ var rssWhen = map[string]string{
 // isScale reports whether a group is a scale step (-scale-rounds).
 func isScale(group string) bool { return group == "files" || group == "locks" || group == "ranges" }
 
-var groups = []string{"setlk", "ofd", "flock", "oslo", "handoff", "throughput", "files", "locks", "ranges"}
+var groups = []string{"setlk", "ofd", "flock", "oslo", "sparse", "handoff", "throughput", "files", "locks", "ranges"}
 
 // selectSteps applies -only: group names, "scale" (files and locks), or
 // measurement ids (their whole step runs).
@@ -448,6 +454,7 @@ func notes(cfg *config, targets []*target) []string {
 	out = append(out,
 		"Ratios are cost ratios of medians: X/Y = 2 means X takes twice the time (or memory) of Y; for ops/s it is Y's rate over X's.",
 		"lock cycles: one process, one open fd, lock then unlock of the whole file; µs per pair.",
+		fmt.Sprintf("sparse: one process runs the oslo cycle %d times, %v apart (a lock now and then, as Tempest takes them); the median cycle time, and the CPU time of the serving process and its children (lockfs's log keeper) per cycle, the pause after it included (schedstat of every thread; n/a for tmpfs and for directories lockbench did not mount).", sparseCycles, sparseGap),
 		"handoff: 2 processes alternate one whole-file write lock with F_SETLKW; the holder unlocks only once the waiter sleeps in F_SETLKW; latency from the holder's unlock (CLOCK_MONOTONIC, shared memory) to the waiter's return.",
 		"throughput: P processes, each F_SETLKW write lock + F_SETLK unlock of a whole file in a loop; ops/s summed over processes.",
 		"files: one process creates (open O_CREAT|O_EXCL, close), lists (getdents64, 64 KiB buffer) and unlinks N files in a fresh directory.",

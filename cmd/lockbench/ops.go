@@ -13,6 +13,8 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -404,4 +406,86 @@ func (r *runner) manyLocks(t *target, group string, n int, lock func(i int, typ 
 		return nil, err
 	}
 	return out, nil
+}
+
+// sparseCycles and sparseGap shape the sparse step: Tempest's pattern,
+// a lock now and then rather than a loop.
+const (
+	sparseCycles = 40
+	sparseGap    = 10 * time.Millisecond
+)
+
+// sparse runs the oslo cycle sparseCycles times, sparseGap apart, and
+// reports the median cycle time and the CPU time the server (with its
+// children: lockfs's log keeper) spent per cycle, the gap after it
+// included. A server that sleeps between calls pays for waking up on
+// each, and for whatever it does after answering (flushing a log,
+// polling for more); in a loop that cost is hidden by the next call.
+func (r *runner) sparse(t *target) ([]sample, error) {
+	body, done, err := osloCycle(t)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	n := sparseCycles
+	if r.cfg.n > 0 {
+		n = r.cfg.n
+	}
+	var cpu0 time.Duration
+	if t.ServerPID != 0 {
+		if cpu0, err = processTreeCPU(t.ServerPID); err != nil {
+			return nil, err
+		}
+	}
+	lat := make([]float64, 0, n)
+	for range n {
+		if err := checkInterrupted(); err != nil {
+			return nil, err
+		}
+		t0 := nanotime()
+		if err := body(); err != nil {
+			return nil, err
+		}
+		lat = append(lat, float64(nanotime()-t0)/1e3)
+		time.Sleep(sparseGap)
+	}
+	out := []sample{{id: "sparse.p50", v: bench.Median(lat), ops: n}}
+	if t.ServerPID != 0 {
+		cpu1, err := processTreeCPU(t.ServerPID)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, sample{id: "sparse.cpu", v: us((cpu1 - cpu0) / time.Duration(n)), ops: n})
+	}
+	return out, nil
+}
+
+// processTreeCPU is the CPU time (user and system, from the scheduler's
+// per-thread accounting in /proc/PID/task/TID/schedstat) of pid's
+// threads and of its child processes' threads.
+func processTreeCPU(pid int) (time.Duration, error) {
+	var total time.Duration
+	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*", pid))
+	if err != nil || len(tasks) == 0 {
+		return 0, fmt.Errorf("threads of server %d: not found", pid)
+	}
+	for _, task := range tasks {
+		b, err := os.ReadFile(filepath.Join(task, "schedstat"))
+		if err != nil {
+			continue // the thread exited
+		}
+		var ns int64
+		if _, err := fmt.Sscan(string(b), &ns); err == nil {
+			total += time.Duration(ns)
+		}
+		children, _ := os.ReadFile(filepath.Join(task, "children"))
+		for _, f := range strings.Fields(string(children)) {
+			if child, err := strconv.Atoi(f); err == nil {
+				if c, err := processTreeCPU(child); err == nil {
+					total += c
+				}
+			}
+		}
+	}
+	return total, nil
 }

@@ -157,7 +157,8 @@ func plotValue(m *Measurement, v float64) float64 {
 var (
 	groupTitles = map[string]string{
 		"setlk": "lock + unlock on an open file", "ofd": "lock + unlock on an open file", "flock": "lock + unlock on an open file",
-		"oslo": "lock + unlock on an open file", "handoff": "handoff between two processes (F_SETLKW)",
+		"oslo": "lock + unlock on an open file", "sparse": "a lock now and then: one oslo cycle every 10 ms",
+		"handoff":    "handoff between two processes (F_SETLKW)",
 		"throughput": "throughput of P processes (bar: 1 / total rate)", "files": "many files",
 		"locks": "many locks held by one process: one per file", "ranges": "many locks held by one process: byte ranges of one file",
 	}
