@@ -11,9 +11,16 @@
 //     them. It makes no syscall (unless the ring is full, when it waits for
 //     room: bytes are never dropped).
 //   - A flusher goroutine writes what was published to the file, in order,
-//     within about a millisecond ([FlushInterval]) while there is traffic;
-//     when the spool has been idle for a while it parks and the next Write
-//     wakes it.
+//     within about a millisecond ([FlushInterval]) while there is traffic.
+//     When the spool has been idle for a few intervals it parks. A Write
+//     that finds it parked writes its bytes through itself (they are then
+//     in the file when it returns), unless more than a few Writes did so
+//     within the last few intervals: then traffic has resumed and it wakes
+//     the flusher instead. On the VMs lockfs runs on, waking the flusher
+//     and letting it poll costs several times the CPU of the write(2) it
+//     saves, so an occasional call (Tempest's case: a lock now and then)
+//     pays a write and leaves the flusher asleep, while a stream of calls
+//     pays no syscall at all.
 //   - A keeper process, started by Open (this same binary re-executed,
 //     see below), maps the same memfd and does nothing but wait for its
 //     parent to go away. If the parent dies without closing the spool
@@ -65,8 +72,9 @@ import (
 const FlushInterval = time.Millisecond
 
 // parkAfter is how many empty flush intervals the flusher waits before
-// it parks; the next Write then wakes it.
-const parkAfter = 50
+// it parks. Each interval is a thread wake-up, which costs more CPU than
+// a write(2) here: once traffic stops, the flusher soon stops too.
+const parkAfter = 4
 
 // DefaultCapacity is the ring's size: about 2,500 audit lines, a tenth
 // of a second of lockfs's fastest lock traffic here. When the file
@@ -160,9 +168,14 @@ type Spool struct {
 	writeErr error
 
 	// parked is set while the flusher waits for wake; a publisher that
-	// sees it sends a wake-up.
+	// sees it writes through or sends a wake-up (Write).
 	parked atomic.Bool
-	wake   chan struct{}
+	// opened is when Open ran. throughs counts the Writes that wrote
+	// through since throughSince (nanoseconds since opened).
+	opened       time.Time
+	throughSince atomic.Int64
+	throughs     atomic.Int64
+	wake         chan struct{}
 	// direct makes Write flush before it returns: set when the keeper
 	// has gone.
 	direct atomic.Bool
@@ -197,6 +210,7 @@ func Open(path string, opts Options) (*Spool, error) {
 	s := &Spool{path: abs, opts: opts, cap: uint64(opts.Capacity),
 		wake: make(chan struct{}, 1), flusherDone: make(chan struct{}), keeperDone: make(chan struct{})}
 	s.room = sync.NewCond(&s.mu)
+	s.opened = time.Now()
 
 	memfd, err := unix.MemfdCreate("lockfs-log-spool", unix.MFD_CLOEXEC)
 	if err != nil {
@@ -286,8 +300,11 @@ func (s *Spool) watchKeeper() {
 func (s *Spool) KeeperPid() int { return s.keeper.Process.Pid }
 
 // Write publishes p. Once it returns, p reaches the file even if this
-// process is killed. It blocks only while the ring is full. It never
-// fails; write errors of the file are reported on stderr, once.
+// process is killed. A Write that finds the spool idle (its flusher
+// parked) writes p to the file itself before returning, as long as such
+// Writes are few (see the package comment). It blocks only while the
+// ring is full. It never fails; write errors of the file are reported
+// on stderr, once.
 //
 // Writes are published whole, one after another: a process killed in
 // the middle of one leaves none of it (or, for a p larger than the
@@ -317,10 +334,39 @@ func (s *Spool) Write(p []byte) (int, error) {
 	if s.direct.Load() {
 		s.Flush()
 	} else if s.parked.Load() {
-		s.kick()
+		s.resume()
 	}
 	return n, nil
 }
+
+// resume handles a Write that found the flusher parked: it writes
+// through, or wakes the flusher when writeThrough says traffic resumed.
+func (s *Spool) resume() {
+	if s.writeThrough(int64(time.Since(s.opened))) {
+		s.Flush()
+	} else {
+		s.kick()
+	}
+}
+
+// writeThrough reports whether a Write that finds the flusher parked at
+// now (nanoseconds since Open) should write its bytes itself: yes for
+// up to maxThroughs Writes within parkAfter flush intervals, which cost
+// less than waking the flusher; past that the Writes are traffic, which
+// the flusher batches. The counters are a heuristic: a race between
+// Writes only moves a write from one path to the other, both correct.
+func (s *Spool) writeThrough(now int64) bool {
+	if now-s.throughSince.Load() > parkAfter*int64(FlushInterval) {
+		s.throughSince.Store(now)
+		s.throughs.Store(0)
+	}
+	return s.throughs.Add(1) <= maxThroughs
+}
+
+// maxThroughs is how many Writes may write through within parkAfter
+// flush intervals: one write(2) a millisecond, about what the flusher
+// would make.
+const maxThroughs = parkAfter
 
 // waitRoom returns once the ring has n free bytes. pubMu must be held.
 func (s *Spool) waitRoom(n uint64) {

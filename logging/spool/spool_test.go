@@ -130,6 +130,69 @@ func TestFlushedWithinInterval(t *testing.T) {
 	}
 }
 
+// TestIdleWriteWritesThrough: once the flusher has parked, a Write's
+// bytes are in the file when it returns, and the flusher stays parked;
+// a burst of Writes wakes it, and reaches the file too.
+func TestIdleWriteWritesThrough(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "log")
+	s := openSpool(t, path, 0)
+	waitParked(t, s)
+	for i := range 3 {
+		s.Write([]byte(line(0, i)))
+		if b, _ := os.ReadFile(path); !bytes.HasSuffix(b, []byte(line(0, i))) {
+			t.Fatalf("after Write %d on an idle spool the file ends with %q, want the line just written", i, tail(b))
+		}
+		if !s.parked.Load() {
+			t.Fatalf("Write %d on an idle spool woke the flusher", i)
+		}
+		time.Sleep(2 * parkAfter * FlushInterval) // idle again: the writes are not traffic
+	}
+	want, _ := os.ReadFile(path)
+	const burst = 100
+	for i := range burst {
+		s.Write([]byte(line(1, i)))
+		want = append(want, line(1, i)...)
+	}
+	if b := waitFileHas(t, path, line(1, burst-1), 5*time.Second); !bytes.Equal(b, want) {
+		t.Fatalf("after the burst the file has %d bytes, want the %d written, in order", len(b), len(want))
+	}
+}
+
+// TestWriteThroughIsLimited: writeThrough lets maxThroughs Writes
+// through within parkAfter intervals, then calls the rest traffic,
+// until a quiet interval has passed.
+func TestWriteThroughIsLimited(t *testing.T) {
+	s := &Spool{}
+	interval := int64(FlushInterval)
+	at := interval * 1000
+	for i := range maxThroughs {
+		if !s.writeThrough(at + int64(i)) {
+			t.Fatalf("Write %d of a quiet spool is not written through", i)
+		}
+	}
+	for i := range 3 {
+		if s.writeThrough(at + interval*int64(i)) {
+			t.Fatalf("Write %d past maxThroughs within %d intervals is written through", maxThroughs+i, parkAfter)
+		}
+	}
+	if !s.writeThrough(at + (parkAfter+1)*interval) {
+		t.Fatal("after a quiet window, a Write is not written through")
+	}
+}
+
+func waitParked(t *testing.T, s *Spool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !s.parked.Load() {
+		if time.Now().After(deadline) {
+			t.Fatal("the flusher of an idle spool did not park within 5s")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func tail(b []byte) []byte { return b[max(0, len(b)-80):] }
+
 func waitFileHas(t *testing.T, path, want string, limit time.Duration) []byte {
 	t.Helper()
 	deadline := time.Now().Add(limit)
