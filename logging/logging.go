@@ -14,9 +14,10 @@
 // happened.
 //
 // A log file (a regular file) is written through a spool
-// (logging/spool): a hand-over copies the lines into shared memory,
-// costing no syscall, and they are in the file within about a
-// millisecond. A keeper process writes what is left if lockfs is killed,
+// (logging/spool): while calls keep coming, a hand-over copies the
+// lines into shared memory, costing no syscall, and they are in the
+// file within about a millisecond; a hand-over after a pause writes them
+// itself. A keeper process writes what is left if lockfs is killed,
 // so an answered call's events are never lost. Other outputs (stderr, a
 // terminal, a pipe) are written directly.
 package logging
