@@ -2,12 +2,15 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"image/png"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/lockfs/lockfs/internal/bench"
 )
@@ -189,6 +192,59 @@ func TestSelectSteps(t *testing.T) {
 		got, err := selectSteps(all, strings.Split(only, ","))
 		if err != nil || len(got) != want {
 			t.Errorf("-only %s: %d steps (%v), want %d", only, len(got), err, want)
+		}
+	}
+}
+
+// TestServerSession starts the no-op server as lockbench does, with and
+// without -own-session, and checks where it runs: in a process group of
+// its own inside lockbench's session, or in a session of its own (which
+// is what makes the kernel schedule it apart). Teardown leaves no mount.
+func TestServerSession(t *testing.T) {
+	if testing.Short() {
+		t.Skip("mounts")
+	}
+	if f, err := os.OpenFile("/dev/fuse", os.O_RDWR, 0); err != nil {
+		skipOrFail(t, "FUSE unavailable: %v", err)
+	} else {
+		f.Close()
+	}
+	if os.Geteuid() != 0 {
+		skipOrFail(t, "the no-op server mounts, which needs root (euid %d)", os.Geteuid())
+	}
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "lockbench")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	ourSession, err := unix.Getsid(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, own := range []bool{false, true} {
+		mnt := filepath.Join(dir, fmt.Sprintf("own-%v", own))
+		cl := &cleanups{}
+		pid, err := startServer(bin, []string{cmdServeNoop, mnt}, mnt, "fuse."+noopFSType, filepath.Join(dir, "stderr"), own, cl)
+		if err != nil {
+			cl.run()
+			t.Fatal(err)
+		}
+		sid, errS := unix.Getsid(pid)
+		pgid, errP := unix.Getpgid(pid)
+		if errs := cl.run(); len(errs) > 0 {
+			t.Errorf("teardown: %v", errs)
+		}
+		if errS != nil || errP != nil {
+			t.Fatalf("getsid/getpgid(%d): %v, %v", pid, errS, errP)
+		}
+		if pgid != pid {
+			t.Errorf("own-session %v: server %d in process group %d, want its own", own, pid, pgid)
+		}
+		if want := map[bool]int{false: ourSession, true: pid}[own]; sid != want {
+			t.Errorf("own-session %v: server %d in session %d, want %d (ours: %d)", own, pid, sid, want, ourSession)
+		}
+		if _, mounted := mountedAt(mnt); mounted {
+			t.Errorf("%s still mounted after teardown", mnt)
 		}
 	}
 }

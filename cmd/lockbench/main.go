@@ -64,7 +64,9 @@ down by lockbench (root: it mounts):
                 BIN or built with 'go build ./cmd/lockfs'
   noop-log      noop that also writes one zerolog JSON line per lock request
   lockfs-quiet  lockfs with --log-level warn (audit events not written)
-Each DIR is measured as it is (RSS n/a); LABEL names its column.
+Each DIR is measured as it is (RSS n/a); LABEL names its column. The
+reference servers run in lockbench's session; -own-session starts each in
+a session of its own, as a daemon runs, for a DIR served that way.
 
 Measurements (-only takes groups or measurement ids, comma-separated):
   setlk       F_SETLK write lock + unlock on an open fd (µs per pair)
@@ -106,8 +108,10 @@ type config struct {
 	pngOut      string
 	keep        bool
 	verbose     bool
-	dirs        []string
-	args        []string
+	// ownSession starts each reference server in a session of its own.
+	ownSession bool
+	dirs       []string
+	args       []string
 }
 
 func main() {
@@ -152,6 +156,7 @@ func parseFlags(args []string) (*config, error) {
 	fl.StringVar(&cfg.lockfs, "lockfs", "", "lockfs binary (default: go build ./cmd/lockfs of the module in the current directory)")
 	fl.StringVar(&cfg.jsonOut, "json", "", "write the result as JSON to this file")
 	fl.StringVar(&cfg.pngOut, "png", "", "draw the chart to this PNG file")
+	fl.BoolVar(&cfg.ownSession, "own-session", false, "start each reference server in its own session (setsid), as 'lockfs mount' without -f and services run; the kernel then schedules it as a group of its own (autogroup), which changes the numbers: use it to compare with a DIR served that way")
 	fl.BoolVar(&cfg.keep, "keep", false, "keep the work directory (server logs) instead of removing it")
 	fl.BoolVar(&cfg.verbose, "v", false, "print every measurement as it is taken")
 	if err := fl.Parse(args); err != nil {

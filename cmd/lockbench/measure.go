@@ -463,6 +463,11 @@ func notes(cfg *config, targets []*target) []string {
 			"Both time %d lock+unlock pairs of one more lock while the N are held, then release them one by one (N = %s).", lockCycles, joinInts(lockCounts(cfg.scaleMax))),
 		"RSS: VmRSS of the serving process (n/a for tmpfs and for directories lockbench did not mount).",
 	)
+	if cfg.ownSession {
+		out = append(out, "servers: each reference server ran in a session of its own (-own-session), as 'lockfs mount' without -f and services run, so the kernel scheduled it as a group apart from the client processes (autogroup).")
+	} else {
+		out = append(out, "servers: the reference servers ran in lockbench's session, scheduled as one group with the client processes (autogroup). A server in a session of its own ('lockfs mount' without -f, a service) is scheduled apart, which alone changes the numbers, for the no-op server as much as for lockfs: compare a DIR with references started the same way (-own-session).")
+	}
 	return out
 }
 

@@ -78,7 +78,7 @@ func setupTargets(cfg *config, work string, cl *cleanups) ([]*target, error) {
 				t.logPath = filepath.Join(work, kind+".log")
 				args = append(args, "-log", t.logPath)
 			}
-			t.ServerPID, err = startServer(selfExe(), append(args, dir), dir, "fuse."+noopFSType, filepath.Join(work, kind+".stderr"), cl)
+			t.ServerPID, err = startServer(selfExe(), append(args, dir), dir, "fuse."+noopFSType, filepath.Join(work, kind+".stderr"), cfg.ownSession, cl)
 		case "lockfs", "lockfs-quiet":
 			if lockfsBin == "" {
 				if lockfsBin, err = findLockfs(cfg, work); err != nil {
@@ -91,7 +91,7 @@ func setupTargets(cfg *config, work string, cl *cleanups) ([]*target, error) {
 			if kind == "lockfs-quiet" {
 				args = append(args, "--log-level", "warn")
 			}
-			t.ServerPID, err = startServer(lockfsBin, append(args, dir), dir, "fuse.lockfs", filepath.Join(work, kind+".stderr"), cl)
+			t.ServerPID, err = startServer(lockfsBin, append(args, dir), dir, "fuse.lockfs", filepath.Join(work, kind+".stderr"), cfg.ownSession, cl)
 		}
 		if err != nil {
 			return out, fmt.Errorf("set up %s: %w", kind, err)
@@ -214,9 +214,10 @@ func findLockfs(cfg *config, work string) (string, error) {
 }
 
 // startServer starts a FUSE server process serving dir and waits until
-// the kernel lists dir with fstype. Its teardown (SIGTERM, wait; else
+// the kernel lists dir with fstype. The server runs in a process group
+// of its own, in lockbench's session unless ownSession. Its teardown (SIGTERM, wait; else
 // detach and SIGKILL) is registered on cl.
-func startServer(bin string, args []string, dir, fstype, stderrPath string, cl *cleanups) (int, error) {
+func startServer(bin string, args []string, dir, fstype, stderrPath string, ownSession bool, cl *cleanups) (int, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return 0, err
 	}
@@ -228,6 +229,12 @@ func startServer(bin string, args []string, dir, fstype, stderrPath string, cl *
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = stderr, stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
+	if ownSession {
+		// A new session is also a new process group; with autogroup
+		// scheduling (the default of most distributions) it is a new
+		// scheduling group too, as for a daemon or a service.
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Pdeathsig: syscall.SIGTERM}
+	}
 	if err := cmd.Start(); err != nil {
 		return 0, err
 	}
