@@ -36,3 +36,27 @@ func BenchmarkAuditLockUnlock(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkAuditParallel measures lock+unlock pairs' audit work from
+// concurrent callers (go test -cpu 1,2,4 ...): how much Syncs of
+// different calls hold each other up.
+func BenchmarkAuditParallel(b *testing.B) {
+	l, err := New(Config{File: filepath.Join(b.TempDir(), "audit.log"), Format: FormatJSON})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer l.Close()
+	a := NewAudit(l, func(uint64) (string, string) { return "tempest-lock", "/var/lock/tempest-lock" })
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		ev := semaphores.Event{Kind: semaphores.EventAcquired, Node: 7, Pid: 1, Uid: 0, Owner: 0xabcdef, Fh: 3, End: 1<<63 - 1, Time: time.Now()}
+		for pb.Next() {
+			ev.Kind = semaphores.EventAcquired
+			a.LockEvent(ev)
+			a.Sync()
+			ev.Kind = semaphores.EventReleased
+			a.LockEvent(ev)
+			a.Sync()
+		}
+	})
+}
