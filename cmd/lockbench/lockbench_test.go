@@ -26,6 +26,29 @@ func skipOrFail(t *testing.T, format string, args ...any) {
 	t.Skipf(format, args...)
 }
 
+// buildToMount skips (or, in CI, fails) a test that cannot mount here,
+// and builds lockbench into a fresh directory for it.
+func buildToMount(t *testing.T) (dir, bin string) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("mounts")
+	}
+	if f, err := os.OpenFile("/dev/fuse", os.O_RDWR, 0); err != nil {
+		skipOrFail(t, "FUSE unavailable: %v", err)
+	} else {
+		f.Close()
+	}
+	if os.Geteuid() != 0 {
+		skipOrFail(t, "lockbench mounts (a tmpfs, the no-op server), which needs root (euid %d)", os.Geteuid())
+	}
+	dir = t.TempDir()
+	bin = filepath.Join(dir, "lockbench")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return dir, bin
+}
+
 // TestQuickRun builds lockbench and runs it as a user would, in quick mode
 // with tiny counts, against a tmpfs and the no-op server (not lockfs:
 // the integration tests cover it, and building it here would double the
@@ -34,22 +57,7 @@ func skipOrFail(t *testing.T, format string, args ...any) {
 // never broke mutual exclusion in the handoff, that both PNGs (-png and
 // the plot subcommand) decode, and that no mount is left behind.
 func TestQuickRun(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs lockbench end to end")
-	}
-	if f, err := os.OpenFile("/dev/fuse", os.O_RDWR, 0); err != nil {
-		skipOrFail(t, "FUSE unavailable: %v", err)
-	} else {
-		f.Close()
-	}
-	if os.Geteuid() != 0 {
-		skipOrFail(t, "lockbench mounts a tmpfs, which needs root (euid %d)", os.Geteuid())
-	}
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "lockbench")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	dir, bin := buildToMount(t)
 	jsonPath, pngPath := filepath.Join(dir, "out.json"), filepath.Join(dir, "out.png")
 	cmd := exec.Command(bin, "-quick", "-targets", "tmpfs,noop", "-rounds", "2", "-n", "20",
 		"-json", jsonPath, "-png", pngPath)
@@ -201,22 +209,7 @@ func TestSelectSteps(t *testing.T) {
 // its own inside lockbench's session, or in a session of its own (which
 // is what makes the kernel schedule it apart). Teardown leaves no mount.
 func TestServerSession(t *testing.T) {
-	if testing.Short() {
-		t.Skip("mounts")
-	}
-	if f, err := os.OpenFile("/dev/fuse", os.O_RDWR, 0); err != nil {
-		skipOrFail(t, "FUSE unavailable: %v", err)
-	} else {
-		f.Close()
-	}
-	if os.Geteuid() != 0 {
-		skipOrFail(t, "the no-op server mounts, which needs root (euid %d)", os.Geteuid())
-	}
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "lockbench")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	dir, bin := buildToMount(t)
 	ourSession, err := unix.Getsid(0)
 	if err != nil {
 		t.Fatal(err)
