@@ -7,8 +7,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -239,5 +242,86 @@ func TestServerSession(t *testing.T) {
 		if _, mounted := mountedAt(mnt); mounted {
 			t.Errorf("%s still mounted after teardown", mnt)
 		}
+	}
+}
+
+// TestServerStopsRightAfterMount stops the no-op server the moment its
+// mount appears, ten times: each time it must exit and take its mount
+// with it. A SIGTERM during go-fuse's WaitMount, before the server
+// caught signals, used to kill it half-way: the mount was left behind
+// ("Transport endpoint is not connected"), or a thread hung in close()
+// waiting for a FLUSH that only the dying server could answer (seen in
+// CI). On such a hang the test aborts the FUSE connection through
+// fusectl instead of hanging itself.
+func TestServerStopsRightAfterMount(t *testing.T) {
+	dir, bin := buildToMount(t)
+	for i := range 10 {
+		mnt := filepath.Join(dir, fmt.Sprint("mnt", i))
+		if err := os.Mkdir(mnt, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command(bin, cmdServeNoop, mnt)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		exited := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(exited) }()
+		conn := ""
+		for deadline := time.Now().Add(mountTimeout); conn == "" && time.Now().Before(deadline); {
+			conn = fuseConnection(t, mnt)
+		}
+		if conn == "" {
+			_ = cmd.Process.Kill()
+			<-exited
+			t.Fatalf("round %d: %s not mounted within %v", i, mnt, mountTimeout)
+		}
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(stopTimeout):
+			abortFUSE(t, conn)
+			_ = unix.Unmount(mnt, unix.MNT_DETACH)
+			<-exited
+			t.Fatalf("round %d: the server hung after SIGTERM (FUSE connection %s aborted)", i, conn)
+		}
+		if _, mounted := mountedAt(mnt); mounted {
+			_ = unix.Unmount(mnt, unix.MNT_DETACH)
+			t.Fatalf("round %d: the server exited (%v) and left %s mounted", i, cmd.ProcessState, mnt)
+		}
+	}
+}
+
+// fuseConnection is the FUSE connection number (the mount's minor device
+// number, as /sys/fs/fuse/connections names it) of the no-op server's
+// mount at mnt, or "" while there is none. It reads mountinfo, so it
+// does not wait on the server.
+func fuseConnection(t *testing.T, mnt string) string {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		// id parent major:minor root mountpoint opts... - fstype source superopts
+		f := strings.Fields(line)
+		if len(f) > 8 && f[4] == mnt && slices.Contains(f, "fuse."+noopFSType) {
+			_, minor, _ := strings.Cut(f[2], ":")
+			return minor
+		}
+	}
+	return ""
+}
+
+// abortFUSE aborts a FUSE connection, mounting fusectl if it is not.
+func abortFUSE(t *testing.T, conn string) {
+	const ctl = "/sys/fs/fuse/connections"
+	abort := filepath.Join(ctl, conn, "abort")
+	if _, err := os.Stat(abort); err != nil {
+		if err := unix.Mount("fusectl", ctl, "fusectl", 0, ""); err != nil {
+			t.Errorf("mount fusectl: %v", err)
+		}
+	}
+	if err := os.WriteFile(abort, []byte("1"), 0); err != nil {
+		t.Errorf("abort FUSE connection %s: %v", conn, err)
 	}
 }

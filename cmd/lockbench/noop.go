@@ -81,6 +81,14 @@ func serveNoop(args []string) int {
 		NullPermissions: true,
 		ExternalNodeID:  true,
 	})
+	// Signals are caught before mounting. WaitMount opens and closes a
+	// file on the new mount (go-fuse's poll hack); a SIGTERM's default
+	// action in that moment kills the process while a thread waits in
+	// close() for the FLUSH it should answer itself, and the half-dead
+	// server hangs until the connection is aborted (seen in CI: a stop
+	// right after the mount appeared).
+	sigs := make(chan os.Signal, 4) // buffered: a second signal is kept
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
 	srv, err := fuse.NewServer(raw, mnt, &mo)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "lockbench __serve-noop: mount:", err)
@@ -92,8 +100,6 @@ func serveNoop(args []string) int {
 		fmt.Fprintln(os.Stderr, "lockbench __serve-noop: mount:", err)
 		return exitFailure
 	}
-	sigs := make(chan os.Signal, 4) // buffered: a second signal is kept
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
 	fmt.Println("ready")
 
 	served := make(chan struct{})
