@@ -44,6 +44,7 @@ package integration
 //	LOCKFS_SOAK=10m go test ./integration -run TestSoak -v -timeout 30m
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -71,7 +72,11 @@ const (
 	soakStall = 30 * time.Second
 	// soakReapWithin bounds SIGKILL → reaped for every killed worker
 	// (LOCK-SEMANTICS R9: an interrupted wait ends; mustDieWithin with
-	// room for a loaded machine).
+	// room for a loaded machine). A worker found half-way through the
+	// kernel's exit, in no FUSE request, has had every call on the mount
+	// answered: what remains (freeing its memory) is the kernel's work,
+	// which a loaded VM has been seen to stretch past 2 s, so such a
+	// death is held to soakMaxWait instead.
 	soakReapWithin = 2 * time.Second
 	// soakMaxStop is the longest SIGSTOP the injector imposes.
 	soakMaxStop = 250 * time.Millisecond
@@ -470,8 +475,11 @@ type soakProc struct {
 	killed  bool
 	killAt  int64 // relMonoNow() just before SIGKILL
 	// slowDeath describes where a killed worker was when it was still
-	// not reaped after soakReapWithin/2; guarded by the test's mu.
-	slowDeath string
+	// not reaped after soakReapWithin/2, and exitingOutsideFUSE says it
+	// was then in the kernel's exit path with no thread in FUSE; both
+	// guarded by the test's mu.
+	slowDeath          string
+	exitingOutsideFUSE bool
 }
 
 // soakFault is one injected fault, classified afterwards from the
@@ -500,6 +508,7 @@ type SoakReport struct {
 	Stops             int     `json:"sigstops"`
 	StopsWaiting      int     `json:"sigstops_of_blocked_waiters"`
 	MaxReapS          float64 `json:"max_sigkill_to_exit_s"`
+	SlowKernelExits   int     `json:"slow_kernel_exits"` // killed workers still in the kernel's exit, outside FUSE, after 1 s
 	Violations        int     `json:"violations"`
 	AuditViolations   int     `json:"audit_violations"`
 	AuditMismatches   int     `json:"audit_unmatched_releases"`
@@ -633,12 +642,13 @@ func TestSoak(t *testing.T) {
 				select {
 				case <-sp.p.exited:
 				case <-time.After(soakReapWithin / 2):
+					exiting := exitingOutsideFUSE(sp.p.pid)
 					d := relProcDiag(sp.p.pid) + "last records:\n" + relTailFile(sp.recPath, 6)
 					if rows, ok, _ := relViewRows(m.Dir); ok {
 						d += fmt.Sprintf("lockfs lists %d rows: %v\n", len(rows), rows)
 					}
 					mu.Lock()
-					sp.slowDeath = d
+					sp.slowDeath, sp.exitingOutsideFUSE = d, exiting
 					mu.Unlock()
 				}
 			}(target)
@@ -718,13 +728,21 @@ func TestSoak(t *testing.T) {
 		// reaping itself may lag on a loaded machine.
 		reap := time.Duration(sp.p.deathTime() - sp.killAt)
 		rep.MaxReapS = max(rep.MaxReapS, reap.Seconds())
-		if reap > soakReapWithin {
+		mu.Lock()
+		diag, exiting := sp.slowDeath, sp.exitingOutsideFUSE
+		mu.Unlock()
+		limit := soakReapWithin
+		if exiting {
+			limit = soakMaxWait
+			rep.SlowKernelExits++
+		}
+		if reap > limit {
 			rep.Hangs++
-			mu.Lock()
-			diag := sp.slowDeath
-			mu.Unlock()
 			t.Errorf("worker %d died %v after SIGKILL (reaped after %v), want < %v; %v after the kill:\n%s",
-				sp.id, reap, time.Duration(sp.p.reaped-sp.killAt), soakReapWithin, soakReapWithin/2, diag)
+				sp.id, reap, time.Duration(sp.p.reaped-sp.killAt), limit, soakReapWithin/2, diag)
+		} else if exiting {
+			t.Logf("worker %d died %v after SIGKILL; %v after the kill it was freeing its memory in the kernel's exit, outside FUSE:\n%s",
+				sp.id, reap, soakReapWithin/2, diag)
 		}
 	}
 	rep.WorkersStarted = len(procs)
@@ -897,4 +915,27 @@ func auditContextOf(logPath, anomaly string, want bool) string {
 // per-handle state over a run grows without bound.
 func rssNear(start, now relProcMem) bool {
 	return now.RSSKiB <= start.RSSKiB+48*1024
+}
+
+// exitingOutsideFUSE reports whether a process is in the kernel's exit
+// path (a thread in do_exit) with no thread in a FUSE function: its calls
+// on the mount are all answered, and what delays its death is not
+// lockfs. Reading the stacks needs root; without them it reports false.
+func exitingOutsideFUSE(pid int) bool {
+	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return false
+	}
+	exiting := false
+	for _, e := range ents {
+		st, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/stack", pid, e.Name()))
+		if err != nil {
+			return false
+		}
+		if bytes.Contains(st, []byte("fuse")) {
+			return false
+		}
+		exiting = exiting || bytes.Contains(st, []byte("do_exit"))
+	}
+	return exiting
 }
