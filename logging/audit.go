@@ -101,10 +101,10 @@ func (a *Audit) LockEvent(e semaphores.Event) {
 // Sync returns once every event queued before the call is handed to
 // the log output: for a log file, copied into its spool, from where it
 // reaches the file within about a millisecond (at once after a pause)
-// and survives a kill -9 of lockfs (logging/spool); for stderr, written. Callers combine: whoever
-// takes the writer's turn hands over everything queued so far, in
-// order; the others find their events handed over when their turn
-// comes.
+// and survives a kill -9 of lockfs (logging/spool); for stderr, written.
+// Callers combine: whoever takes the writer's turn hands over
+// everything queued so far, in order; the others find their events
+// handed over when their turn comes.
 func (a *Audit) Sync() {
 	a.qmu.Lock()
 	target := a.queued

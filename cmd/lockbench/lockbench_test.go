@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -16,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/lockfs/lockfs/internal/bench"
+	"github.com/lockfs/lockfs/internal/mountinfo"
 )
 
 // requireFUSEEnv turns the "cannot mount here" skip into a failure (CI).
@@ -297,19 +297,15 @@ func TestServerStopsRightAfterMount(t *testing.T) {
 // mount at mnt, or "" while there is none. It reads mountinfo, so it
 // does not wait on the server.
 func fuseConnection(t *testing.T, mnt string) string {
-	b, err := os.ReadFile("/proc/self/mountinfo")
+	e, ok, err := mountinfo.At(mnt)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for line := range strings.SplitSeq(string(b), "\n") {
-		// id parent major:minor root mountpoint opts... - fstype source superopts
-		f := strings.Fields(line)
-		if len(f) > 8 && f[4] == mnt && slices.Contains(f, "fuse."+noopFSType) {
-			_, minor, _ := strings.Cut(f[2], ":")
-			return minor
-		}
+	if !ok || e.FSType != "fuse."+noopFSType {
+		return ""
 	}
-	return ""
+	_, minor, _ := strings.Cut(e.Device, ":")
+	return minor
 }
 
 // abortFUSE aborts a FUSE connection, mounting fusectl if it is not.

@@ -215,8 +215,8 @@ func findLockfs(cfg *config, work string) (string, error) {
 
 // startServer starts a FUSE server process serving dir and waits until
 // the kernel lists dir with fstype. The server runs in a process group
-// of its own, in lockbench's session unless ownSession. Its teardown (SIGTERM, wait; else
-// detach and SIGKILL) is registered on cl.
+// of its own, in lockbench's session unless ownSession. Its teardown
+// (SIGTERM, wait; else detach and SIGKILL) is registered on cl.
 func startServer(bin string, args []string, dir, fstype, stderrPath string, ownSession bool, cl *cleanups) (int, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return 0, err
@@ -228,13 +228,10 @@ func startServer(bin string, args []string, dir, fstype, stderrPath string, ownS
 	defer stderr.Close()
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = stderr, stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
-	if ownSession {
-		// A new session is also a new process group; with autogroup
-		// scheduling (the default of most distributions) it is a new
-		// scheduling group too, as for a daemon or a service.
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Pdeathsig: syscall.SIGTERM}
-	}
+	// A new session is also a new process group; with autogroup
+	// scheduling (the default of most distributions) it is a new
+	// scheduling group too, as for a daemon or a service.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: ownSession, Setpgid: !ownSession, Pdeathsig: syscall.SIGTERM}
 	if err := cmd.Start(); err != nil {
 		return 0, err
 	}

@@ -10,6 +10,9 @@ import (
 
 // Entry is one mount.
 type Entry struct {
+	// Device is the mount's major:minor; for a FUSE mount the minor is
+	// its connection's number in /sys/fs/fuse/connections.
+	Device     string
 	Mountpoint string
 	MountOpts  string // per mount: rw,nosuid,nodev,…
 	FSType     string // fuse.lockfs
@@ -39,6 +42,7 @@ func Parse(text string) []Entry {
 			continue
 		}
 		out = append(out, Entry{
+			Device:     f[2],
 			Mountpoint: Unescape(f[4]),
 			MountOpts:  f[5],
 			FSType:     p[0],

@@ -12,7 +12,7 @@ garbage line
 	if len(got) != 3 {
 		t.Fatalf("%d entries, want 3: %+v", len(got), got)
 	}
-	want := Entry{Mountpoint: "/tmp/with space", MountOpts: "rw,nosuid,nodev,relatime", FSType: "fuse.lockfs",
+	want := Entry{Device: "0:39", Mountpoint: "/tmp/with space", MountOpts: "rw,nosuid,nodev,relatime", FSType: "fuse.lockfs",
 		Source: "mem", SuperOpts: "rw,user_id=0,group_id=0,default_permissions,allow_other,max_read=131072"}
 	if got[1] != want {
 		t.Errorf("entry %+v, want %+v", got[1], want)
